@@ -1,0 +1,5 @@
+import sys
+
+from audiocap.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""Errors meant to be read by users: each names the file/field at fault and the fix."""
+
+
+class AudiocapError(Exception):
+    """Base class; the CLI prints these without a traceback."""
+
+
+class AudioLoadError(AudiocapError):
+    """An audio file could not be read or decoded."""
+
+
+class CheckpointError(AudiocapError):
+    """A model or encoder checkpoint is missing, truncated or of an unknown format."""
+
+
+class DataError(AudiocapError):
+    """A dataset CSV or its audio folder is inconsistent."""
+
+
+class ConfigError(AudiocapError):
+    """A training/evaluation config has an unknown or invalid key."""
+
+
+class DownloadError(AudiocapError):
+    """A download failed or did not match its checksum."""
+
+
+class MetricError(AudiocapError):
+    """A metric could not be computed (e.g. Java or a jar is missing)."""
