@@ -8,12 +8,22 @@ embeddings:
     # frames: (B, T, encoder.dim); frame_lengths: (B,) int64 valid frames (T = max)
 
 `frame_rate` is frames per second of audio, so `frame_lengths ≈ lengths / sample_rate * frame_rate`.
+
+Rebuilding an encoder without its original checkpoint (e.g. from a model file that stores the
+encoder's weights): keep `encoder.config()` and `encoder.state_dict()`, then
+
+    encoder = encoder_from_config(config, state_dict)
+    # = create_encoder(config["name"], pretrained=False, **config["options"]) + strict load_state_dict
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
+from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,6 +35,7 @@ class AudioEncoder(nn.Module):
     sample_rate: int = 32000
     frame_rate: float = 1.0
     dim: int = 0
+    options: dict = {}  # the constructor's keyword arguments (JSON types): rebuild with `encoder_from_config`
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -54,7 +65,39 @@ class AudioEncoder(nn.Module):
 
     def config(self) -> dict:
         """Settings that change the output (front end included): part of cache keys and model files."""
-        return {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "dim": self.dim}
+        return {"name": self.name, "sample_rate": self.sample_rate, "frame_rate": self.frame_rate,
+                "dim": self.dim, "options": dict(self.options)}
+
+    @property
+    def hop_samples(self) -> int:
+        """Input samples per output frame."""
+        return round(self.sample_rate / self.frame_rate)
+
+    @torch.no_grad()
+    def encode_file(self, path: str | Path, chunk_seconds: float = 60.0) -> np.ndarray:
+        """Frames (T, dim) float32 of one audio file of any length, T ≈ duration · frame_rate.
+
+        The file is decoded, resampled and encoded in chunks of `chunk_seconds` (rounded down to
+        whole frames, so chunk outputs tile the frame grid), so memory is bounded by one chunk,
+        not the file: the chunk's waveform (4 bytes/sample) plus one forward pass over it
+        (for 60 s: ~0.4 GB for panns-cnn14, ~0.2 GB for panns-cnn10), plus the output itself
+        (T · dim · 4 bytes; one hour of panns-cnn14 is 92 MB). Frames within a receptive field
+        of a chunk boundary see zero padding instead of the neighbouring chunk.
+        Clips shorter than `chunk_seconds` are one forward pass, identical to `forward`.
+        """
+        from audiocap.audio import stream_audio
+
+        chunk_samples = max(1, int(chunk_seconds * self.sample_rate) // self.hop_samples) * self.hop_samples
+        device = next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+        pieces = []
+        for chunk in stream_audio(path, self.sample_rate, chunk_samples):
+            waveform = torch.from_numpy(chunk).to(device)[None]  # (1, n)
+            frames, frame_lengths = self(waveform, torch.tensor([waveform.shape[1]], device=device))
+            pieces.append(frames[0, : frame_lengths[0]].float().cpu().numpy())
+        if not pieces:  # an empty file: one frame of silence, like any too-short clip
+            frames, _ = self(torch.zeros(1, 0, device=device), torch.zeros(1, dtype=torch.long, device=device))
+            pieces.append(frames[0, :1].float().cpu().numpy())
+        return np.concatenate(pieces)
 
     def weights_hash(self) -> str:
         """Content hash of the parameters and buffers (identifies the weights in feature caches)."""
@@ -88,10 +131,28 @@ def list_encoders() -> dict[str, str]:
 
 
 def create_encoder(name: str, checkpoint: str | None = None, **kwargs) -> AudioEncoder:
-    """Build an encoder by registry name; `checkpoint` is a weights file where the encoder needs one."""
+    """Build an encoder by registry name; `checkpoint` is a weights file where the encoder needs one.
+
+    Every factory accepts `pretrained=False` (random weights, no checkpoint needed: load a state
+    dict afterwards) and its architecture options (see each encoder's `options`).
+    """
     _load_builtin_encoders()
     if name not in _REGISTRY:
         from audiocap.errors import ConfigError
 
         raise ConfigError(f"unknown encoder {name!r}; choose one of: {', '.join(_REGISTRY)}")
     return _REGISTRY[name][0](checkpoint=checkpoint, **kwargs)
+
+
+def encoder_from_config(config: dict, state_dict: dict | None = None) -> AudioEncoder:
+    """Rebuild an encoder from `config()` (and load `state_dict` strictly) without its checkpoint."""
+    from audiocap.errors import ConfigError
+
+    encoder = create_encoder(config["name"], pretrained=False, **config.get("options", {}))
+    rebuilt = json.loads(json.dumps(encoder.config()))
+    if rebuilt != json.loads(json.dumps(config)):
+        raise ConfigError(f"encoder config {config} rebuilds as {rebuilt}: the file was written by an "
+                          f"incompatible audiocap version; re-extract features or retrain")
+    if state_dict is not None:
+        encoder.load_state_dict(state_dict)
+    return encoder

@@ -1,0 +1,105 @@
+"""Caption metrics identical to the COCO caption toolkit (pycocoevalcap 1.2), offline and fast.
+
+    evaluate(candidates, references, metrics=["bleu", "rouge_l", "cider_d"]) -> {"bleu_1": ..., ...}
+
+Captions are first tokenized as the toolkit does (tokenizer.py); every metric but sbert_sim sees
+the tokens. One module per metric; Java metrics (METEOR, SPICE) that cannot run are reported in
+`Evaluation.errors` (and warned about by `evaluate`) while the others are still computed.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audiocap.errors import AudiocapError, MetricError
+# Modules, not their functions, so that `audiocap.metrics.spice` etc. stay the modules.
+from audiocap.metrics import bleu, cider, meteor, rouge, spice
+from audiocap.metrics.meteor import MeteorOptions
+from audiocap.metrics.ngrams import count_ngrams
+from audiocap.metrics.spice import SpiceOptions
+from audiocap.metrics.tokenizer import tokenize
+
+METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "vocab")
+DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
+
+
+@dataclass
+class Evaluation:
+    corpus: dict[str, float] = field(default_factory=dict)  # keys bleu_1..bleu_4, meteor, rouge_l, ...
+    per_clip: dict[str, np.ndarray] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # metric -> why it was not computed
+
+
+def score(
+    candidates: list[str],
+    references: list[list[str]],
+    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    meteor_options: MeteorOptions = MeteorOptions(),
+    spice_options: SpiceOptions = SpiceOptions(),
+) -> Evaluation:
+    """Corpus and per-clip scores of one candidate per clip against its references (≥ 1 each)."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise MetricError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    if len(candidates) != len(references) or not candidates:
+        raise MetricError(f"{len(candidates)} candidates for {len(references)} reference sets (need equal, ≥ 1)")
+    if any(len(refs) == 0 for refs in references):
+        raise MetricError("every clip needs at least one reference caption")
+    wanted = set(metrics) | ({"cider_d", "spice"} if "spider" in metrics else set())
+    result = Evaluation()
+    tokenized = [tokenize(c) for c in candidates]
+    tokenized_refs = [[tokenize(r) for r in refs] for refs in references]
+    empty = sum(not c for c in tokenized)
+    if empty:
+        warnings.warn(f"{empty} of {len(candidates)} candidates are empty after tokenization; they score 0")
+
+    table = count_ngrams(tokenized + [r for refs in tokenized_refs for r in refs]) if wanted & {"bleu", "cider_d"} else None
+    if "bleu" in wanted:
+        bleus = bleu.bleu(tokenized, tokenized_refs, table=table)
+        for n, value in enumerate(bleus.corpus, start=1):
+            result.corpus[f"bleu_{n}"] = float(value)
+            result.per_clip[f"bleu_{n}"] = bleus.per_clip[:, n - 1]
+    simple = {"rouge_l": rouge.rouge_l, "cider_d": lambda c, r: cider.cider_d(c, r, table=table),
+              "meteor": lambda c, r: meteor.meteor(c, r, meteor_options),
+              "spice": lambda c, r: spice.spice(c, r, spice_options)}
+    for name in ("meteor", "rouge_l", "cider_d", "spice"):
+        if name in wanted:
+            try:
+                result.corpus[name], result.per_clip[name] = simple[name](tokenized, tokenized_refs)
+            except AudiocapError as error:  # e.g. no Java: report it, keep the other metrics
+                result.errors[name] = str(error)
+    if "spider" in wanted and "spice" in result.corpus:
+        result.corpus["spider"] = (result.corpus["cider_d"] + result.corpus["spice"]) / 2
+        result.per_clip["spider"] = (result.per_clip["cider_d"] + result.per_clip["spice"]) / 2
+    elif "spider" in wanted:
+        result.errors["spider"] = "needs SPICE, which was not computed"
+    if "sbert_sim" in wanted:
+        from audiocap.metrics.sbert import sbert_similarity  # optional extra; heavy import
+
+        try:
+            result.corpus["sbert_sim"], result.per_clip["sbert_sim"] = sbert_similarity(candidates, references)
+        except AudiocapError as error:
+            result.errors["sbert_sim"] = str(error)
+    if "vocab" in wanted:
+        from audiocap.metrics.vocab import vocabulary_stats
+
+        result.corpus.update(vocabulary_stats(tokenized))
+    for name in wanted - set(metrics):  # computed only because SPIDEr needs it
+        result.corpus.pop(name, None)
+    return result
+
+
+def evaluate(
+    candidates: list[str],
+    references: list[list[str]],
+    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    **options,
+) -> dict[str, float]:
+    """Corpus scores with keys bleu_1..bleu_4, meteor, rouge_l, cider_d, spice, spider, sbert_sim, vocab
+    (only those computed); metrics that could not be computed are warned about."""
+    result = score(candidates, references, metrics, **options)
+    for name, reason in result.errors.items():
+        warnings.warn(f"{name} not computed: {reason}")
+    return result.corpus

@@ -1,0 +1,205 @@
+"""Audio input and the log-mel front end.
+
+Decoding is left to libsndfile (through soundfile: wav, flac, ogg, mp3, ...) and resampling to
+soxr; the DSP here is a handful of pure functions in the style of `librosa`, written with torch
+so that the encoders can run them on batches:
+
+    waveform = load_audio("clip.wav", sample_rate=32000)     # (N,) float32 mono
+    log_mel = log_mel_spectrogram(waveform)                   # (T, 64) dB, T = 1 + N // 320
+
+The default settings are those of PANNs (Kong et al., 2020), whose checkpoints expect them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+
+from audiocap.errors import AudioLoadError
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """Everything that defines a mel spectrogram; the defaults are PANNs'."""
+
+    sample_rate: int = 32000
+    n_fft: int = 1024  # window length = FFT size
+    hop_length: int = 320  # 10 ms at 32 kHz
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14000.0
+    mel_scale: str = "slaney"  # "slaney" (Auditory Toolbox, librosa's default) or "htk"
+    mel_norm: str = "slaney"  # "slaney": triangles of equal area per Hz; "unit_sum": rows sum to 1
+    periodic_window: bool = True  # periodic Hann (librosa, torch) or symmetric (essentia)
+    pad_mode: str = "reflect"  # centred frames: the signal is padded by n_fft // 2 on each side
+
+
+PANNS_MEL = MelSettings()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+
+def _open(path: str | Path) -> sf.SoundFile:
+    if not Path(path).is_file():  # libsndfile would only say "System error"
+        raise AudioLoadError(f"{path}: no such file")
+    try:
+        return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        # libsndfile's own message says why (unknown format, truncated header, ...)
+        raise AudioLoadError(f"{path}: cannot decode audio ({err}); convert it to wav/flac/ogg/mp3") from None
+
+
+def _to_mono(block: np.ndarray, path: str | Path) -> np.ndarray:
+    """(n, channels) -> (n,) float32 average of the channels; rejects NaN/inf (corrupt float files)."""
+    mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+    if not np.isfinite(mono).all():
+        raise AudioLoadError(f"{path}: contains NaN or infinite samples; the file is corrupt, re-export it")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
+    """Decode a whole file to a float32 mono waveform (N,), resampled to `sample_rate` if given.
+
+    Any channel count and sample rate are accepted. Use `stream_audio` for long recordings:
+    this function holds the whole decoded file in memory.
+    """
+    with _open(path) as f:
+        try:
+            block = f.read(dtype="float32", always_2d=True)  # (n, channels)
+        except (sf.LibsndfileError, RuntimeError) as err:
+            raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+        source_rate = f.samplerate
+    waveform = _to_mono(block, path)
+    if sample_rate is not None and sample_rate != source_rate and len(waveform) > 0:
+        waveform = soxr.resample(waveform, source_rate, sample_rate, quality="HQ")
+    return waveform
+
+
+def stream_audio(path: str | Path, sample_rate: int, chunk_samples: int) -> Iterator[np.ndarray]:
+    """Yield a file as consecutive float32 mono chunks of exactly `chunk_samples` at `sample_rate`
+    (the last one shorter), decoding and resampling incrementally.
+
+    Memory stays O(chunk_samples) whatever the file's length: one decoded block, soxr's
+    internal state and the chunk being filled. Concatenated, the chunks equal `load_audio`
+    up to soxr's streaming-vs-whole-signal rounding (~1e-6).
+    """
+    with _open(path) as f:
+        source_rate = f.samplerate
+        resampler = None if source_rate == sample_rate else soxr.ResampleStream(
+            source_rate, sample_rate, 1, dtype="float32", quality="HQ")
+        # decode about one output chunk's worth of input at a time
+        read_size = max(1, math.ceil(chunk_samples * source_rate / sample_rate))
+        pending, pending_len = [], 0
+        while True:
+            try:
+                block = f.read(read_size, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+            last = len(block) < read_size
+            mono = _to_mono(block, path)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            pending.append(mono)
+            pending_len += len(mono)
+            while pending_len >= chunk_samples:
+                buffer = np.concatenate(pending)
+                yield buffer[:chunk_samples]
+                pending, pending_len = [buffer[chunk_samples:]], len(buffer) - chunk_samples
+            if last:
+                break
+        if pending_len > 0:
+            yield np.concatenate(pending)
+
+
+def audio_duration(path: str | Path) -> float:
+    """Seconds of audio in a file, read from its header."""
+    with _open(path) as f:
+        return f.frames / f.samplerate
+
+
+# ---------------------------------------------------------------------------------------------
+# DSP: pure functions
+
+
+def hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
+    hz = np.asanyarray(hz, dtype=np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + hz / 700.0)
+    # Slaney: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above
+    f_sp, min_log_hz, log_step = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz,
+                    min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / log_step,
+                    hz / f_sp)
+
+
+def mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
+    mel = np.asanyarray(mel, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    f_sp, min_log_hz, log_step = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(log_step * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filters(settings: MelSettings = PANNS_MEL) -> np.ndarray:
+    """Triangular mel filter bank (n_fft // 2 + 1, n_mels), float64, as `librosa.filters.mel(...).T`.
+
+    The layout (frequency bins first) is that of torchlibrosa's `melW`, so `power @ filters`.
+    """
+    fft_hz = np.linspace(0.0, settings.sample_rate / 2, settings.n_fft // 2 + 1)
+    edges_mel = np.linspace(hz_to_mel(settings.f_min, settings.mel_scale),
+                            hz_to_mel(settings.f_max, settings.mel_scale), settings.n_mels + 2)
+    edges_hz = mel_to_hz(edges_mel, settings.mel_scale)  # (n_mels + 2,) left, centre, right of each band
+    widths = np.diff(edges_hz)  # (n_mels + 1,)
+    distance = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freq)
+    rising = -distance[:-2] / widths[:-1, None]
+    falling = distance[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # (n_mels, n_freq)
+    if settings.mel_norm == "slaney":
+        weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    elif settings.mel_norm == "unit_sum":
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.finfo(np.float64).tiny)
+    else:
+        raise ValueError(f"unknown mel_norm {settings.mel_norm!r}")
+    return weights.T
+
+
+def power_spectrogram(waveform: torch.Tensor, settings: MelSettings = PANNS_MEL) -> torch.Tensor:
+    """|STFT|² of centred Hann-windowed frames: (..., N) -> (..., T, n_fft // 2 + 1), T = 1 + N // hop.
+
+    Signals shorter than half a window are zero-padded to that length first, because reflect
+    padding needs at least n_fft // 2 + 1 samples (so empty audio gives one frame of silence).
+    """
+    minimum = settings.n_fft // 2 + 1
+    if waveform.shape[-1] < minimum:
+        waveform = torch.nn.functional.pad(waveform, (0, minimum - waveform.shape[-1]))
+    batch_shape = waveform.shape[:-1]
+    window = torch.hann_window(settings.n_fft, periodic=settings.periodic_window,
+                               dtype=waveform.dtype, device=waveform.device)
+    stft = torch.stft(waveform.reshape(-1, waveform.shape[-1]), settings.n_fft, settings.hop_length,
+                      window=window, center=True, pad_mode=settings.pad_mode, return_complex=True)
+    power = stft.real.square() + stft.imag.square()  # (B, n_freq, T)
+    return power.transpose(-1, -2).reshape(*batch_shape, power.shape[-1], power.shape[-2])
+
+
+def log_mel_spectrogram(waveform: np.ndarray | torch.Tensor, settings: MelSettings = PANNS_MEL,
+                        filters: torch.Tensor | None = None, amin: float = 1e-10) -> torch.Tensor:
+    """10·log10(max(mel power, amin)) in dB: (..., N) -> (..., T, n_mels), T = 1 + N // hop.
+
+    Equals `librosa.power_to_db(librosa.feature.melspectrogram(...), ref=1.0, amin=1e-10,
+    top_db=None).T` with the same settings. Computed in the waveform's dtype (pass float64 for a
+    reference-grade result); `filters` (n_freq, n_mels) defaults to `mel_filters(settings)`.
+    """
+    waveform = torch.as_tensor(waveform)
+    if filters is None:
+        filters = torch.from_numpy(mel_filters(settings))
+    mel = power_spectrogram(waveform, settings) @ filters.to(waveform.dtype)  # (..., T, n_mels)
+    return 10.0 * torch.log10(mel.clamp(min=amin))

@@ -1,0 +1,248 @@
+"""Caption decoding: batched greedy and beam search over the decoder, with a KV cache.
+
+    memory, memory_mask = model.encode(frames, frame_lengths)
+    results = decode(model, memory, memory_mask, tokenizer, DecodingOptions(beam_size=3))
+
+Every step feeds only the newest token: the decoder's self-attention keys/values of earlier tokens and the
+cross-attention keys/values of the memory live in a `KVCache` (the latter projected once per clip).
+Constraints (length limits, n-gram and word bans) are logit filters applied before the log-softmax, so the
+reported log-probabilities are those of the constrained distribution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from audiocap.model import AudioCaptioner
+from audiocap.tokenizer import Tokenizer
+
+# Function words a caption may repeat freely; every other word counts as a content word.
+STOPWORDS = frozenset(
+    "a an the and or but of in on at to from with without by for as into onto over under up down out off "
+    "through while then than before after during near behind around across along against between "
+    "is are was were be been being has have had do does can it its it's this that these those there "
+    "some someone something somebody each other another several many much more most few very "
+    "who which what while when where his her their they he she them him one two three".split()
+)
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    beam_size: int = 1  # 1 = greedy
+    length_penalty: float = 1.0  # beam ranking: log_prob / n_tokens ** length_penalty (0 = raw log-prob)
+    min_length: int = 0  # words before <eos> is allowed
+    max_length: int | None = None  # words at most; None or more than the model allows -> max_caption_tokens - 1
+    no_repeat_ngram_size: int = 0  # 0 = off; n = no word n-gram occurs twice
+    ban_repeated_content_words: bool = False  # a non-stopword is generated at most once
+    suppress_unk: bool = True  # never generate <unk>
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, not {self.beam_size}")
+        if self.min_length < 0 or self.no_repeat_ngram_size < 0:
+            raise ValueError("min_length and no_repeat_ngram_size must not be negative")
+        if self.max_length is not None and self.max_length < self.min_length:
+            raise ValueError(f"max_length={self.max_length} is below min_length={self.min_length}")
+
+
+@dataclass
+class DecodingResult:
+    text: str
+    tokens: list[int]  # word ids, without <bos>/<eos>
+    log_prob: float  # sum of the log-probabilities of the words and the final <eos>
+
+
+class LogitFilter:
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        """Edit logits (N, V) in place given the tokens so far (N, t), <bos> first."""
+        raise NotImplementedError
+
+
+class SuppressTokens(LogitFilter):
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        logits[:, self.token_ids] = -torch.inf
+
+
+class MinimumLength(LogitFilter):
+    def __init__(self, eos: int, min_length: int):
+        self.eos, self.min_length = eos, min_length
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] - 1 < self.min_length:
+            logits[:, self.eos] = -torch.inf
+
+
+class MaximumLength(LogitFilter):
+    """Forces <eos> once `max_length` words exist; the decoders rely on it to terminate."""
+
+    def __init__(self, eos: int, max_length: int):
+        self.eos, self.max_length = eos, max_length
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] - 1 >= self.max_length:
+            eos_logits = logits[:, self.eos].clone()
+            logits.fill_(-torch.inf)
+            logits[:, self.eos] = eos_logits
+
+
+class NoRepeatNGram(LogitFilter):
+    """Bans every token that would complete an n-gram already present in the row."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] < self.n:  # no complete n-gram yet
+            return
+        ngrams = tokens.unfold(1, self.n, 1)  # (N, W, n)
+        prefix = tokens[:, tokens.shape[1] - self.n + 1 :]  # (N, n-1): what the next token would extend
+        seen = (ngrams[:, :, :-1] == prefix[:, None, :]).all(dim=-1)  # (N, W)
+        banned = torch.zeros_like(logits).scatter_add_(1, ngrams[:, :, -1], seen.to(logits.dtype)) > 0
+        logits.masked_fill_(banned, -torch.inf)
+
+
+class BanRepeatedContentWords(LogitFilter):
+    def __init__(self, tokenizer: Tokenizer):
+        n_special = len(tokenizer.special_ids)
+        self.is_content_word = torch.tensor([i >= n_special and w not in STOPWORDS for i, w in enumerate(tokenizer.itos)])
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        generated = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, tokens, True)  # (N, V)
+        logits.masked_fill_(generated & self.is_content_word.to(logits.device), -torch.inf)
+
+
+class GreedyDecoder:
+    def __init__(self, model: AudioCaptioner, tokenizer: Tokenizer, logit_filters: list[LogitFilter], max_length: int):
+        self.model, self.tokenizer, self.logit_filters, self.max_length = model, tokenizer, logit_filters, max_length
+
+    def run(self, memory: Tensor, memory_mask: Tensor) -> list[tuple[list[int], float]]:
+        eos = self.tokenizer.eos
+        n_audio = memory.shape[0]
+        tokens = torch.full((n_audio, 1), self.tokenizer.bos, device=memory.device)  # (B, t)
+        sum_logprobs = torch.zeros(n_audio, device=memory.device)
+        finished = torch.zeros(n_audio, dtype=torch.bool, device=memory.device)
+        kv_cache = self.model.new_kv_cache()
+
+        for _ in range(self.max_length + 1):  # MaximumLength forces <eos> on the last step
+            logits = self.model.decode(tokens[:, -1:], memory, memory_mask, kv_cache)[0][:, -1].float()  # (B, V)
+            for logit_filter in self.logit_filters:
+                logit_filter.apply(logits, tokens)
+            logprobs = F.log_softmax(logits, dim=-1)
+            next_tokens = logprobs.argmax(dim=-1).masked_fill(finished, eos)  # finished rows just pad with <eos>
+            next_logprobs = logprobs.gather(1, next_tokens[:, None])[:, 0]
+            sum_logprobs += torch.where(finished, 0.0, next_logprobs)
+            tokens = torch.cat([tokens, next_tokens[:, None]], dim=1)
+            finished |= next_tokens == eos
+            if finished.all():
+                break
+
+        words = [strip_to_words(row, eos) for row in tokens.tolist()]
+        return list(zip(words, sum_logprobs.tolist()))
+
+
+class BeamSearchDecoder:
+    """Keeps `beam_size` unfinished hypotheses per clip; a hypothesis that ends with <eos> among the best
+    candidates is set aside, and a clip is done once it has `beam_size` finished ones (whisper's rule).
+    Search ranks by summed log-probability; the length penalty only picks the final caption."""
+
+    def __init__(
+        self, model: AudioCaptioner, tokenizer: Tokenizer, logit_filters: list[LogitFilter], max_length: int,
+        beam_size: int, length_penalty: float,
+    ):
+        self.model, self.tokenizer, self.logit_filters, self.max_length = model, tokenizer, logit_filters, max_length
+        self.beam_size, self.length_penalty = beam_size, length_penalty
+
+    def run(self, memory: Tensor, memory_mask: Tensor) -> list[tuple[list[int], float]]:
+        eos, K, device = self.tokenizer.eos, self.beam_size, memory.device
+        n_audio = memory.shape[0]
+        memory, memory_mask = memory.repeat_interleave(K, dim=0), memory_mask.repeat_interleave(K, dim=0)  # (B*K, ...)
+        tokens = torch.full((n_audio * K, 1), self.tokenizer.bos, device=device)  # (B*K, t)
+        # All K beams start as the same <bos>: only the first may expand, or the step-0 candidates would repeat.
+        sum_logprobs = torch.full((n_audio, K), -torch.inf, device=device)
+        sum_logprobs[:, 0] = 0.0
+        finished: list[list[tuple[list[int], float]]] = [[] for _ in range(n_audio)]
+        kv_cache = self.model.new_kv_cache()
+
+        for _ in range(self.max_length + 1):  # MaximumLength forces <eos> on the last step
+            logits = self.model.decode(tokens[:, -1:], memory, memory_mask, kv_cache)[0][:, -1].float()  # (B*K, V)
+            for logit_filter in self.logit_filters:
+                logit_filter.apply(logits, tokens)
+            logprobs = F.log_softmax(logits, dim=-1)
+            n_vocab = logprobs.shape[-1]
+            scores = (sum_logprobs[:, :, None] + logprobs.view(n_audio, K, n_vocab)).view(n_audio, K * n_vocab)
+
+            # Each beam has one <eos> candidate, so the best 2K hold at least K that continue.
+            top_scores, top_index = scores.topk(2 * K, dim=-1)  # (B, 2K), best first
+            source_beam, next_token = top_index // n_vocab, top_index % n_vocab
+            ends = next_token == eos
+            continuing_rank = (~ends).cumsum(dim=-1)  # 1-based rank among continuing candidates
+            continues = ~ends & (continuing_rank <= K)
+            # an ending candidate counts if it beats the K-th continuing one, as in an unbatched search
+            kth_position = (continues & (continuing_rank == K)).int().argmax(dim=-1, keepdim=True)  # (B, 1)
+            ends &= (torch.arange(2 * K, device=device) < kth_position) & top_scores.isfinite()
+
+            for i, j in ends.nonzero().tolist():
+                if len(finished[i]) < K:
+                    row = tokens[i * K + source_beam[i, j]].tolist()
+                    finished[i].append((strip_to_words(row, eos), top_scores[i, j].item()))
+            if all(len(hypotheses) >= K for hypotheses in finished):
+                break
+
+            kept = continues.int().argsort(dim=-1, descending=True, stable=True)[:, :K]  # (B, K) positions
+            source_rows = (torch.arange(n_audio, device=device)[:, None] * K + source_beam.gather(1, kept)).flatten()
+            tokens = torch.cat([tokens[source_rows], next_token.gather(1, kept).view(-1, 1)], dim=1)
+            sum_logprobs = top_scores.gather(1, kept)
+            kv_cache.reorder_beams(source_rows)
+
+        return [max(hypotheses, key=self.ranking_score) for hypotheses in finished]
+
+    def ranking_score(self, hypothesis: tuple[list[int], float]) -> float:
+        words, log_prob = hypothesis
+        return log_prob / (len(words) + 1) ** self.length_penalty  # + 1: the <eos>, whose log-prob is summed
+
+
+def strip_to_words(row: list[int], eos: int) -> list[int]:
+    """<bos> w_1 .. w_n <eos> ... -> [w_1 .. w_n]."""
+    words = row[1:]
+    return words[: words.index(eos)] if eos in words else words
+
+
+def build_logit_filters(tokenizer: Tokenizer, options: DecodingOptions, max_length: int) -> list[LogitFilter]:
+    suppressed = [tokenizer.pad, tokenizer.bos] + ([tokenizer.unk] if options.suppress_unk else [])
+    filters: list[LogitFilter] = [SuppressTokens(suppressed)]
+    if options.min_length > 0:
+        filters.append(MinimumLength(tokenizer.eos, options.min_length))
+    if options.no_repeat_ngram_size > 0:
+        filters.append(NoRepeatNGram(options.no_repeat_ngram_size))
+    if options.ban_repeated_content_words:
+        filters.append(BanRepeatedContentWords(tokenizer))
+    filters.append(MaximumLength(tokenizer.eos, max_length))  # last: it overrides every other filter
+    return filters
+
+
+@torch.no_grad()
+def decode(
+    model: AudioCaptioner,
+    memory: Tensor,  # (B, T, d) from model.encode
+    memory_mask: Tensor,  # (B, T) True = valid frame
+    tokenizer: Tokenizer,
+    options: DecodingOptions = DecodingOptions(),
+) -> list[DecodingResult]:
+    """One caption per clip. Put the model in eval mode first (dropout would make decoding random)."""
+    model_limit = model.dims.max_caption_tokens - 1  # <bos> takes one of the decoder's positions
+    max_length = model_limit if options.max_length is None else min(options.max_length, model_limit)
+    logit_filters = build_logit_filters(tokenizer, options, max_length)
+    if options.beam_size == 1:
+        decoder = GreedyDecoder(model, tokenizer, logit_filters, max_length)
+    else:
+        decoder = BeamSearchDecoder(model, tokenizer, logit_filters, max_length, options.beam_size, options.length_penalty)
+    return [
+        DecodingResult(text=tokenizer.decode(words), tokens=words, log_prob=log_prob)
+        for words, log_prob in decoder.run(memory, memory_mask)
+    ]

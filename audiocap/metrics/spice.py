@@ -1,0 +1,139 @@
+"""SPICE (Anderson et al., 2016) through spice-1.0.jar, and `audiocap download spice`.
+
+SPICE parses captions into scene graphs with Stanford CoreNLP 3.6.0, whose two jars (~400 MB)
+are not in the pycocoevalcap wheel; the toolkit fetches them at first use, from a URL that often
+breaks. We never download behind the user's back: a missing jar raises a MetricError naming the
+command (`audiocap download spice`) and the folder. We run without `-cache` (its LMDB cache
+crashes on Java ≥ 16) and in a temporary directory, and never report a SPICE we did not compute.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audiocap.errors import MetricError
+from audiocap.metrics.java import java_executable, pycocoevalcap_dir
+
+CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
+# The zip of CoreNLP 3.6.0 holding both jars; pycocoevalcap's get_stanford_models.py uses the same.
+CORENLP_ZIP = "stanford-corenlp-full-2015-12-09.zip"
+CORENLP_BASE_URL = "http://nlp.stanford.edu/software/"
+# spice-1.0.jar and its other libraries (lib/*.jar), as released by the SPICE authors.
+SPICE_ZIP = "SPICE-1.0.zip"
+SPICE_BASE_URL = "https://panderson.me/images/"
+
+
+def default_spice_home() -> Path:
+    return Path(os.environ.get("AUDIOCAP_SPICE_HOME", Path.home() / ".cache" / "audiocap" / "spice"))
+
+
+@dataclass(frozen=True)
+class SpiceOptions:
+    home: Path | None = None  # folder with spice-1.0.jar and lib/; default $AUDIOCAP_SPICE_HOME or ~/.cache/audiocap/spice
+    java: str | None = None
+    max_memory: str = "8G"  # the toolkit's -Xmx
+
+
+def _has_spice(folder: Path) -> bool:
+    return (folder / "spice-1.0.jar").is_file() and all((folder / "lib" / jar).is_file() for jar in CORENLP_JARS)
+
+
+def find_spice(home: Path | None = None) -> Path:
+    """The folder holding spice-1.0.jar and lib/ with the CoreNLP jars, or a MetricError saying how to get it."""
+    home = Path(home) if home else default_spice_home()
+    package = pycocoevalcap_dir()
+    for folder in filter(None, [home, package and package / "spice"]):
+        if _has_spice(folder):
+            return folder
+    missing = [str(home / "lib" / jar) for jar in CORENLP_JARS if not (home / "lib" / jar).is_file()]
+    if not (home / "spice-1.0.jar").is_file():
+        missing.insert(0, str(home / "spice-1.0.jar"))
+    raise MetricError(
+        "SPICE needs spice-1.0.jar and the Stanford CoreNLP 3.6.0 jars, missing: " + ", ".join(missing) + ". "
+        f"Run `audiocap download spice` (fetches {CORENLP_BASE_URL}{CORENLP_ZIP}, ~390 MB, and puts "
+        f"{' and '.join(CORENLP_JARS)} into {home / 'lib'}), or copy them there by hand; "
+        "set AUDIOCAP_SPICE_HOME to use another folder. No SPICE or SPIDEr was computed."
+    )
+
+
+def parse_spice_output(results: list[dict], image_ids: list[str]) -> np.ndarray:
+    """Per-clip SPICE F-scores (`scores.All.f`) from the jar's JSON output, in the order of `image_ids`.
+
+    SPICE writes NaN (or null) when a clip has no tuples; like the toolkit we keep it as NaN.
+    """
+    f_by_id = {}
+    for item in results:
+        value = item["scores"]["All"]["f"]
+        f_by_id[str(item["image_id"])] = math.nan if value is None else float(value)
+    missing = [i for i in image_ids if i not in f_by_id]
+    if missing:
+        raise MetricError(f"SPICE output has no score for {len(missing)} clips (first: {missing[0]})")
+    return np.array([f_by_id[i] for i in image_ids])
+
+
+def spice(candidates: list[str], references: list[list[str]], options: SpiceOptions = SpiceOptions()):
+    """(mean SPICE, per-clip SPICE) of tokenized candidates against tokenized references."""
+    folder = find_spice(options.home)
+    java = java_executable(options.java)
+    image_ids = [str(i) for i in range(len(candidates))]
+    with tempfile.TemporaryDirectory(prefix="audiocap-spice-") as workdir:
+        inputs, outputs = Path(workdir) / "input.json", Path(workdir) / "output.json"
+        inputs.write_text(json.dumps([{"image_id": i, "test": c, "refs": r}
+                                      for i, c, r in zip(image_ids, candidates, references)]))
+        command = [java, f"-Xmx{options.max_memory}", "-jar", str(folder / "spice-1.0.jar"), str(inputs),
+                   "-out", str(outputs), "-subset", "-silent"]
+        run = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+        if run.returncode != 0 or not outputs.is_file():
+            raise MetricError(f"SPICE failed (exit {run.returncode}): {run.stderr[-2000:]}")
+        per_clip = parse_spice_output(json.loads(outputs.read_text()), image_ids)
+    return float(np.mean(per_clip)), per_clip
+
+
+def download_spice(dest: Path, base_url: str | None = None) -> Path:
+    """Put spice-1.0.jar, its lib/ and the two CoreNLP 3.6.0 jars into `dest`; return `dest`.
+
+    spice-1.0.jar and its small libraries are copied from the pycocoevalcap wheel when installed,
+    else taken from SPICE-1.0.zip. `base_url` replaces both official servers (a mirror holding
+    the two zips under their official names).
+    """
+    from audiocap.data.download import fetch  # the data package owns resumable, verified downloads
+
+    dest = Path(dest)
+    (dest / "lib").mkdir(parents=True, exist_ok=True)
+    package = pycocoevalcap_dir()
+    if not (dest / "spice-1.0.jar").is_file():
+        if package and (package / "spice" / "spice-1.0.jar").is_file():
+            shutil.copy2(package / "spice" / "spice-1.0.jar", dest / "spice-1.0.jar")
+            for jar in (package / "spice" / "lib").glob("*.jar"):
+                if not (dest / "lib" / jar.name).exists():
+                    shutil.copy2(jar, dest / "lib" / jar.name)
+        else:
+            archive = fetch((base_url or SPICE_BASE_URL).rstrip("/") + "/" + SPICE_ZIP, dest / SPICE_ZIP)
+            _extract(archive, {"spice-1.0.jar": dest}, lib_to=dest / "lib")
+    if not all((dest / "lib" / jar).is_file() for jar in CORENLP_JARS):
+        archive = fetch((base_url or CORENLP_BASE_URL).rstrip("/") + "/" + CORENLP_ZIP, dest / CORENLP_ZIP)
+        _extract(archive, {jar: dest / "lib" for jar in CORENLP_JARS})
+    if not _has_spice(dest):
+        raise MetricError(f"{dest} is still incomplete after the download; remove it and retry")
+    return dest
+
+
+def _extract(archive: Path, wanted: dict[str, Path], lib_to: Path | None = None) -> None:
+    """Extract members by base name into their folders (and, with `lib_to`, every lib/*.jar)."""
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            name = Path(member).name
+            folder = wanted.get(name) or (lib_to if lib_to and Path(member).parent.name == "lib" and name.endswith(".jar") else None)
+            if folder is not None and name:
+                with zf.open(member) as source, open(folder / name, "wb") as target:
+                    shutil.copyfileobj(source, target)
+    archive.unlink()

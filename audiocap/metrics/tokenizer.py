@@ -1,0 +1,122 @@
+"""Caption tokenization exactly as the COCO caption toolkit does it, in pure Python.
+
+`pycocoevalcap` pipes every caption through Stanford CoreNLP 3.4.1's `PTBTokenizer -preserveLines
+-lowerCase` (one JVM per call) and then drops the tokens of its punctuation list. We reproduce the
+lexer rules that matter for English captions, in the lexer's order of precedence, so that the
+tokens are identical (checked against the Java tokenizer on every Clotho and AudioCaps caption).
+
+Two quirks of the reference are kept on purpose, because the scores depend on them:
+- `-lowerCase` lowercases the bracket escapes too, so "(" becomes "-lrb-", which is *not* in the
+  punctuation list (it holds "-LRB-") and therefore stays in the caption;
+- runs of "!" or "?" are one token ("!!"), also not in the list.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+# pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS, verbatim (case included, see above).
+PUNCTUATIONS = frozenset(
+    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
+
+# The lexer's normalizations of typographic characters (ptb3Escaping in CoreNLP 3.4.1).
+_TYPOGRAPHY = str.maketrans(
+    {"\u2018": "`", "\u2019": "'", "\u00b4": "'", "\u201c": '"', "\u201d": '"', "\u201e": '"',
+     "\u00ab": '"', "\u00bb": '"', "\u2026": "...", "\u0085": "...", "\u2013": "--", "\u2014": "--",
+     "\u00a0": " "}
+)
+_BRACKETS = {"(": "-LRB-", ")": "-RRB-", "[": "-LSB-", "]": "-RSB-", "{": "-LCB-", "}": "-RCB-"}
+
+# Abbreviations that keep their period (PTBLexer's ABBREV1, ABBREV2 and ABBREV4, caseless).
+_ABBREVIATIONS = frozenset(
+    """jan feb mar apr jun jul aug sep sept oct nov dec mon tue tues wed thu thurs fri
+    ala ariz calif colo conn ct dak fla ga ind kan kans ky md mich minn mo
+    mont neb nev okla penn tenn va vt wis wisc wyo
+    inc co cos corp pty ltd plc rt bancorp bhd assn univ intl sys tel est ext sq jr sr bros esq
+    etc al seq bldg pls wrt orig incl mr mrs ms miss dr drs prof profs sen sens rep reps atty attys
+    lt col gen messrs gov govs adm rev fr maj sgt cpl pvt capt st ste sta ave pres lieut hon brig
+    cmdr comdr pfc spc supt supts det mt ft adj adv asst assoc ens insp mlle mme msgr sfc
+    invt elec natl mfg mtg dept blvd rd viz exh exhs govt wm jos cie cf vs""".split()
+)
+# ... and those the lexer matches case-sensitively, because they are also common words ("mass.").
+_CASED_ABBREVIATIONS = frozenset("Az Ark Del Ill La Mass Miss Ore Pa Tex Wash Pl Sc Ph v".split())
+# ABBREV3: abbreviations that keep their period only before a number ("no. 5").
+_NUMBER_ABBREVIATIONS = frozenset("ca ch chs fig figs prop no nos vol vols sec sect secs sects art arts para paras pp op approx pt rs".split())
+
+_ALNUM = r"[^\W_]"
+_LEXER = re.compile(
+    rf"""
+    (?P<url>(?:https?|ftp)://\S+|www\.\S+\.[a-z]{{2,4}}\S*)
+    |(?P<email>[\w.%+-]+@[A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9])
+    |(?P<assimilation>(?i:can(?=not)|(?:gon|wan|got|lem|gim)(?=(?:na|ta|me)(?![^\W\d_]))))
+    |(?P<twitter>[@#][A-Za-z_]\w*)
+    |(?P<apostrophe_word>(?i:'n'|'n(?!{_ALNUM})|'(?:em|till?|cause|[2-9]0s)(?!{_ALNUM})|'t(?=is|was)
+        |[a-hj-xz]'{_ALNUM}{{2,}}|(?:th|y)'(?={_ALNUM})))
+    |(?P<word_before_not>(?i:{_ALNUM}+?(?=n't(?!{_ALNUM}))))
+    |(?P<clitic>(?i:n't|'(?:s|m|d|re|ve|ll))(?!{_ALNUM}))
+    |(?P<acronym>(?i:[a-z](?:\.[a-z])+\.)(?!{_ALNUM}))
+    |(?P<number>\d{{1,3}}(?:,\d{{3}})+(?:\.\d+)?)
+    |(?P<word>{_ALNUM}+(?:(?:[-_./:]|[!?](?={_ALNUM})){_ALNUM}+)*)
+    |(?P<ellipsis>\.\.\.+|\.(?:\ \.){{2,}})
+    |(?P<dashes>--+)
+    |(?P<double_quote>"|''|``)
+    |(?P<run>[!?]+|\*+|_+|\#+|@+)
+    |(?P<other>\S)
+    """,
+    re.VERBOSE,
+)
+
+
+def _ends_in_abbreviation(word: str, following: str) -> bool:
+    """Whether the period right after `word` belongs to it (an abbreviation) or ends a sentence."""
+    lower = word.lower()
+    if len(word) == 1 and word.isalpha():  # single letters are acronyms ("a b c. d")
+        return True
+    if lower in _ABBREVIATIONS or word in _CASED_ABBREVIATIONS:
+        return True
+    return lower in _NUMBER_ABBREVIATIONS and bool(re.match(r"\s*\d", following))
+
+
+def ptb_tokens(line: str) -> list[str]:
+    """Tokens of one line as CoreNLP 3.4.1's PTBTokenizer prints them (before lowercasing)."""
+    line = line.translate(_TYPOGRAPHY)
+    # The lexer drops characters it cannot tokenize (controls, format characters, unassigned).
+    if not line.isprintable():
+        line = "".join(c for c in line if not unicodedata.category(c).startswith("C") or c in "\t")
+    tokens: list[str] = []
+    position = 0
+    while True:
+        while position < len(line) and line[position].isspace():
+            position += 1
+        if position == len(line):
+            return tokens
+        match = _LEXER.match(line, position)
+        token, position = match.group(), match.end()
+        kind = match.lastgroup
+        if kind == "word" and line.startswith(".", position) and not line.startswith("..", position):
+            if _ends_in_abbreviation(token, line[position + 1:]):
+                token, position = token + ".", position + 1
+        if kind == "ellipsis":
+            token = "..."
+        elif kind == "dashes":
+            token = "--"
+        elif token in ('"', "'"):  # a quote opens after a space or bracket ('"' also at the line's start)
+            before = line[match.start() - 1] if match.start() else ("" if token == '"' else "x")
+            opening = before == "" or before.isspace() or before in "([{"
+            token = {'"': "``", "'": "`"}[token] if opening else {'"': "''", "'": "'"}[token]
+        elif token in _BRACKETS:
+            token = _BRACKETS[token]
+        tokens.append(token)
+
+
+@lru_cache(maxsize=1 << 18)
+def tokenize(caption: str) -> str:
+    """One caption as the COCO toolkit scores it: PTB tokens, lowercased, punctuation removed."""
+    tokens = ptb_tokens(caption.replace("\n", " "))
+    return " ".join(t for t in (t.lower() for t in tokens) if t not in PUNCTUATIONS)
+
+
+def tokenize_all(captions: list[str]) -> list[str]:
+    return [tokenize(c) for c in captions]

@@ -1,0 +1,321 @@
+"""Train a captioning model: `audiocap train CONFIG.yaml [key=value ...] [--resume]`.
+
+The whole recipe of Koh, Xue & Chng (ICASSP 2022), top to bottom:
+
+  1. frames of a frozen pretrained audio encoder (PANNs), computed once through the feature cache;
+  2. every (clip, caption) pair is a training example; the vocabulary comes from the training captions;
+  3. loss = cross-entropy (label-smoothed) + λ · RLSSR, with SpecAugment (and optionally mixup) on frames;
+  4. AdamW, linear warm-up then cosine/linear decay, gradient clipping;
+  5. after every epoch: validation loss and caption metrics; the best epoch by `best_metric` is kept;
+  6. the final artifact is one model file (model_file.save_model) that includes the encoder weights.
+
+Distributed: `torchrun --nproc_per_node=N -m audiocap train CONFIG.yaml` runs one process per
+device with DistributedDataParallel; the global batch is `batch_size × N`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    # data, in Clotho format: a CSV `file_name,caption_1..caption_N` and a folder of audio
+    train_csv: str = ""
+    train_audio_dir: str = ""
+    val_csv: str = ""
+    val_audio_dir: str = ""
+    out_dir: str = "runs/clotho"
+    cache_dir: str = "cache/features"  # encoder frames, computed once per (encoder weights, file)
+    skip_bad_items: bool = False  # train on the usable rows of a CSV with missing/corrupt audio
+    # audio encoder: frozen; see `audiocap encoders` for the names
+    encoder: str = "panns-cnn10"
+    encoder_checkpoint: str | None = None
+    # captioning model: fields of model.ModelDimensions (input size and vocabulary are filled in)
+    model: dict = field(default_factory=dict)
+    min_word_count: int = 1
+    # loss
+    label_smoothing: float = 0.1
+    rlssr_weight: float = 1.0  # λ; 0 turns RLSSR off (the ablation) and drops the head
+    rlssr_loss: str = "l2"  # distance between reconstruction and encoder latent: "l1" or "l2"
+    rlssr_stop_gradient: bool = True  # the encoder latent is a fixed target (see model.rlssr_loss)
+    # augmentation of the cached frames
+    time_masks: int = 2
+    time_mask_width: int = 8
+    feature_masks: int = 2
+    feature_mask_width: int = 64
+    mixup_alpha: float = 0.0  # 0 = off
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32  # per process
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    lr_decay: str = "cosine"  # "cosine", "linear" or "none"
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    # validation and model selection
+    val_metrics: list = field(default_factory=lambda: ["bleu_4", "rouge_l", "cider_d"])
+    best_metric: str = "cider_d"  # one of val_metrics (higher is better), or "loss"
+    val_beam_size: int = 1
+    # system
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    bf16: bool = False  # bfloat16 autocast of the forward pass
+
+    def __post_init__(self):
+        from audiocap.errors import ConfigError
+
+        for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
+            if not getattr(self, key):
+                raise ConfigError(f"config key {key!r} is required (a Clotho-format CSV / audio folder)")
+        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none"),
+                   "best_metric": ("loss", *self.val_metrics)}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+
+
+def configure_train(parser) -> None:
+    parser.add_argument("config", help="YAML file with TrainConfig keys (see configs/)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. epochs=5")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+
+
+def run_train(args) -> int:
+    from audiocap.training_utils import load_config
+
+    train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
+    return 0
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Run the recipe; returns the path of the final model file (OUT_DIR/model.safetensors)."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.parallel import DistributedDataParallel
+    from tqdm import tqdm
+
+    from audiocap import model_file
+    from audiocap.data.cache import FeatureCache
+    from audiocap.data.datasets import load_captions_csv
+    from audiocap.data.validate import check_items
+    from audiocap.decoding import DecodingOptions, decode
+    from audiocap.encoders import create_encoder
+    from audiocap.model import AudioCaptioner, ModelDimensions, rlssr_loss
+    from audiocap.tokenizer import Tokenizer
+    from audiocap.training_utils import (load_checkpoint, lr_factor, mixup, rng_state, save_checkpoint,
+                                         set_rng_state, setup_distributed, spec_augment)
+
+    ddp = setup_distributed(config.device)
+    torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # ---- data: encoder frames (cached), tokenizer, (clip, caption) pairs
+    encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint).freeze()
+    train_items, val_items = [
+        check_items(load_captions_csv(csv, audio_dir), config.skip_bad_items, progress=ddp.is_main)
+        for csv, audio_dir in [(config.train_csv, config.train_audio_dir), (config.val_csv, config.val_audio_dir)]]
+    cache = FeatureCache(config.cache_dir)
+    if ddp.is_main:  # rank 0 fills the cache; the others then read it
+        cache.get_many(encoder, [it.audio_path for it in train_items + val_items], progress=True)
+    ddp.barrier()
+    train_frames = cache.get_many(encoder, [it.audio_path for it in train_items], progress=False)
+    val_frames = cache.get_many(encoder, [it.audio_path for it in val_items], progress=False)
+    tokenizer = Tokenizer.build([c for it in train_items for c in it.captions], config.min_word_count)
+
+    dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
+    n_ctx = dims.max_caption_tokens - 1  # room for <bos> (decoder input) / <eos> (target)
+    train_pairs = [(frames, tokenizer.encode(c)[:n_ctx]) for frames, it in zip(train_frames, train_items)
+                   for c in it.captions if c]
+    val_pairs = [(frames, tokenizer.encode(c)[:n_ctx]) for frames, it in zip(val_frames, val_items)
+                 for c in it.captions if c]
+    sampler = torch.utils.data.DistributedSampler(  # also used for one process: a fixed order per epoch
+        train_pairs, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
+    train_loader = torch.utils.data.DataLoader(train_pairs, config.batch_size, sampler=sampler, collate_fn=collate)
+    val_loader = torch.utils.data.DataLoader(val_pairs, config.batch_size, collate_fn=collate)
+
+    # ---- model, optimizer, schedule
+    model = AudioCaptioner(dims).to(ddp.device)
+    decay, no_decay = [], []  # no weight decay on biases, norms and embeddings' 1-d params
+    for p in model.parameters():
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+    total_steps = config.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+        step, config.warmup_steps, total_steps, config.lr_decay, config.min_lr_ratio))
+    ddp_model = DistributedDataParallel(model) if ddp.enabled else model
+    autocast = torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    start_epoch, step, best_score = 0, 0, None
+    if resume:
+        ckpt = load_checkpoint(out_dir / "last.pt")
+        check_same_config(ckpt["config"], dataclasses.asdict(config))
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        tokenizer = Tokenizer.from_dict(ckpt["tokenizer"])
+        start_epoch, step, best_score = ckpt["epoch"], ckpt["step"], ckpt["best_score"]
+        set_rng_state(ckpt["rng"][ddp.rank])
+    higher_is_better = config.best_metric != "loss"
+    writer = None
+    if ddp.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(out_dir / "tensorboard")
+
+    for epoch in range(start_epoch, config.epochs):
+        # ---- one epoch of training
+        ddp_model.train()
+        sampler.set_epoch(epoch)
+        progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not ddp.is_main)
+        for frames, frame_lengths, tokens_in, tokens_out in progress:
+            # frames (B,T,D) · frame_lengths (B,) · tokens_in = <bos> w1..wn, tokens_out = w1..wn <eos>, (B,L)
+            frames, frame_lengths = frames.to(ddp.device), frame_lengths.to(ddp.device)
+            tokens_in, tokens_out = tokens_in.to(ddp.device), tokens_out.to(ddp.device)
+            frames = spec_augment(frames, frame_lengths, config.time_masks, config.time_mask_width,
+                                  config.feature_masks, config.feature_mask_width)
+            if config.mixup_alpha > 0:
+                frames, frame_lengths = mixup(frames, frame_lengths, config.mixup_alpha)
+            with autocast:
+                out = ddp_model(frames, frame_lengths, tokens_in)
+            # Sum over tokens / tokens in the *global* batch (× world size, as DDP averages gradients):
+            # N processes then take exactly the step of one process with the combined batch.
+            n_tokens = ddp.all_reduce_sum((tokens_out != Tokenizer.pad).sum())
+            ce = F.cross_entropy(out["logits"].float().flatten(0, 1), tokens_out.flatten(),
+                                 ignore_index=Tokenizer.pad, label_smoothing=config.label_smoothing,
+                                 reduction="sum") * ddp.world_size / n_tokens
+            loss = ce
+            if config.rlssr_weight > 0:
+                rl = rlssr_loss(out["rlssr_reconstruction"], out["memory"], out["memory_mask"],
+                                distance=config.rlssr_loss, stop_gradient=config.rlssr_stop_gradient)
+                loss = ce + config.rlssr_weight * rl
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss_mean = ddp.all_reduce_sum(loss.detach()).item() / ddp.world_size  # of the global batch
+            if writer:
+                progress.set_postfix(loss=f"{loss_mean:.3f}")
+                writer.add_scalar("train/loss", loss_mean, step)
+                if config.rlssr_weight > 0:
+                    writer.add_scalar("train/rlssr", rl.item(), step)
+                writer.add_scalar("train/grad_norm", grad_norm.item(), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+
+        # ---- validation (rank 0; the other ranks hold identical weights)
+        if ddp.is_main:
+            model.eval()
+            scores = {"loss": validation_loss(model, val_loader, ddp.device, autocast)}
+            if config.val_metrics:
+                from audiocap.metrics import evaluate
+
+                captions = caption_frames(model, tokenizer, val_frames, config.batch_size, ddp.device,
+                                          DecodingOptions(beam_size=config.val_beam_size), decode)
+                scores |= evaluate(captions, [it.captions for it in val_items], metrics=config.val_metrics)
+            for name, value in scores.items():
+                if isinstance(value, (int, float)):
+                    writer.add_scalar(f"val/{name}", value, step)
+            score = scores[config.best_metric]
+            improved = best_score is None or (score > best_score if higher_is_better else score < best_score)
+            if improved:
+                best_score = score
+                save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
+            summary = " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
+            tqdm.write(f"epoch {epoch + 1}: {summary}{' (best)' if improved else ''}")
+
+        # ---- checkpoint: everything a resumed run needs to continue exactly as this one will
+        rng = ddp.gather(rng_state())  # every rank's; taken after validation, whose DataLoader draws from it
+        if ddp.is_main:
+            save_checkpoint(out_dir / "last.pt", {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1, "step": step,
+                "best_score": best_score, "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+            })
+        ddp.barrier()
+
+    # ---- the artifact: best weights + tokenizer + encoder in one file
+    model_path = out_dir / "model.safetensors"
+    if ddp.is_main:
+        writer.close()
+        model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
+        model_file.save_model(model_path, model.eval(), tokenizer, encoder)
+        tqdm.write(f"saved {model_path} (best {config.best_metric}={best_score:.4f})")
+    ddp.barrier()
+    return model_path
+
+
+def collate(batch):
+    """[(frames (T_i,D) array, ids list)] -> frames (B,T,D), frame_lengths (B,), tokens_in/out (B,L)."""
+    import torch
+
+    from audiocap.tokenizer import Tokenizer
+
+    frames = [torch.tensor(f, dtype=torch.float32) for f, _ in batch]  # copies the memory-mapped cache
+    frame_lengths = torch.tensor([f.shape[0] for f in frames])
+    padded = torch.nn.utils.rnn.pad_sequence(frames, batch_first=True)
+    L = max(len(ids) for _, ids in batch) + 1
+    tokens_in = torch.full((len(batch), L), Tokenizer.pad)
+    tokens_out = torch.full((len(batch), L), Tokenizer.pad)
+    for i, (_, ids) in enumerate(batch):
+        tokens_in[i, : len(ids) + 1] = torch.tensor([Tokenizer.bos, *ids])
+        tokens_out[i, : len(ids) + 1] = torch.tensor([*ids, Tokenizer.eos])
+    return padded, frame_lengths, tokens_in, tokens_out
+
+
+def validation_loss(model, loader, device, autocast) -> float:
+    """Mean per-token cross-entropy (no label smoothing) over all validation pairs."""
+    import torch
+    import torch.nn.functional as F
+
+    from audiocap.tokenizer import Tokenizer
+
+    total, n_tokens = 0.0, 0
+    with torch.no_grad():
+        for frames, frame_lengths, tokens_in, tokens_out in loader:
+            tokens_out = tokens_out.to(device)
+            with autocast:
+                logits = model(frames.to(device), frame_lengths.to(device), tokens_in.to(device))["logits"]
+            total += F.cross_entropy(logits.float().flatten(0, 1), tokens_out.flatten(),
+                                     ignore_index=Tokenizer.pad, reduction="sum").item()
+            n_tokens += int((tokens_out != Tokenizer.pad).sum())
+    return total / n_tokens
+
+
+def caption_frames(model, tokenizer, all_frames, batch_size, device, options, decode) -> list[str]:
+    """One caption per clip from cached encoder frames (validation)."""
+    import torch
+
+    captions = []
+    with torch.no_grad():
+        for i in range(0, len(all_frames), batch_size):
+            frames, frame_lengths, _, _ = collate([(f, []) for f in all_frames[i:i + batch_size]])
+            memory, memory_mask = model.encode(frames.to(device), frame_lengths.to(device))
+            captions += [r.text for r in decode(model, memory, memory_mask, tokenizer, options)]
+    return captions
+
+
+def model_dimensions(config: TrainConfig, ModelDimensions, n_audio_features: int, n_vocab: int):
+    """ModelDimensions from `config.model`; the data decide the input size and the vocabulary."""
+    from audiocap.errors import ConfigError
+
+    allowed = {f.name for f in dataclasses.fields(ModelDimensions)} - {"n_audio_features", "n_vocab"}
+    for key in config.model:
+        if key not in allowed:
+            raise ConfigError(f"unknown config key model.{key}; valid keys: {', '.join(sorted(allowed))}")
+    rlssr_off = {"rlssr_hidden": 0} if config.rlssr_weight == 0 else {}  # no unused head under DDP
+    return ModelDimensions(**{**config.model, **rlssr_off}, n_audio_features=n_audio_features, n_vocab=n_vocab)
+
+
+def check_same_config(saved: dict, current: dict) -> None:
+    from audiocap.errors import ConfigError
+
+    changed = [k for k in current if saved.get(k) != current[k]]
+    if changed:
+        raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "
+                          "resume with the config of the interrupted run, or start a new out_dir")

@@ -1,0 +1,214 @@
+"""Helpers for `train.py` that would only distract from the loop: config loading, augmentation,
+the learning-rate schedule, checkpoint I/O, random-number states and distributed setup."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import types
+import typing
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+from audiocap.errors import CheckpointError, ConfigError
+
+# ---------------------------------------------------------------------------------------------
+# config: a dataclass filled from YAML, then from `key=value` overrides (values parsed as YAML)
+
+
+def load_config(cls, yaml_path: str | Path | None, overrides: list[str] = ()):
+    """Build dataclass `cls` from a YAML file and `key=value` overrides (`model.d_model=256` for
+    nested dict fields). Unknown keys and values of the wrong type raise ConfigError naming them."""
+    values: dict = {}
+    source = "overrides"
+    if yaml_path is not None:
+        source = str(yaml_path)
+        try:
+            values = yaml.safe_load(Path(yaml_path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{yaml_path}: cannot read the config ({err})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{yaml_path}: expected a mapping of key: value at the top level")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        value = yaml.safe_load(text) if text else ""
+        *parents, leaf = key.strip().split(".")
+        target = values
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(fields)}")
+        values[key] = _check_type(key, value, hints[key], source)
+    return cls(**values)
+
+
+def _check_type(key: str, value, hint, source: str):
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:  # YAML reads `1` as an int and `3e-4` (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        if origin is not type(None) and isinstance(value, origin) and not (origin is int and isinstance(value, bool)):
+            return value
+    raise ConfigError(f"{source}: {key}={value!r} should be of type {hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation of cached encoder frames
+
+
+def spec_augment(frames: torch.Tensor, frame_lengths: torch.Tensor, time_masks: int, time_width: int,
+                 feature_masks: int, feature_width: int) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) applied to encoder frames (B, T, D) instead of a spectrogram:
+    `time_masks` spans of up to `time_width` frames and `feature_masks` spans of up to
+    `feature_width` channels are set to zero, independently for every clip."""
+    B, T, D = frames.shape
+    keep = torch.ones(B, T, D, dtype=torch.bool, device=frames.device)
+    for b in range(B):
+        for _ in range(time_masks):
+            width = int(torch.randint(0, time_width + 1, ()))
+            start = int(torch.randint(0, max(1, int(frame_lengths[b]) - width + 1), ()))
+            keep[b, start:start + width, :] = False
+        for _ in range(feature_masks):
+            width = int(torch.randint(0, feature_width + 1, ()))
+            start = int(torch.randint(0, max(1, D - width + 1), ()))
+            keep[b, :, start:start + width] = False
+    return frames * keep
+
+
+def mixup(frames: torch.Tensor, frame_lengths: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix every clip's frames with another clip of the batch, weight λ ~ Beta(α, α) folded to
+    λ ≥ 0.5. A caption describes one scene, so the target stays the dominant clip's caption and
+    the other clip acts as a background sound."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((frames.shape[0], 1, 1)).to(frames)
+    lam = torch.maximum(lam, 1 - lam)
+    perm = torch.randperm(frames.shape[0], device=frames.device)
+    return lam * frames + (1 - lam) * frames[perm], torch.maximum(frame_lengths, frame_lengths[perm])
+
+
+# ---------------------------------------------------------------------------------------------
+# learning rate: linear warm-up, then cosine or linear decay to `min_ratio` × peak
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str, min_ratio: float) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if decay == "cosine":
+        shape = 0.5 * (1 + math.cos(math.pi * progress))
+    elif decay == "linear":
+        shape = 1 - progress
+    else:  # "none"
+        shape = 1.0
+    return min_ratio + (1 - min_ratio) * shape
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints: written atomically, read with weights_only=True (no arbitrary code on load)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temporary file then rename: a crash mid-write never leaves a truncated checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint to resume from; train without --resume first")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated/corrupt files raise many different exception types
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it or restore a backup") from None
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch random states, in types that `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_tuples(state["python"]))
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, key.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed data parallel: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
+
+
+@dataclasses.dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def all_reduce_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if self.enabled:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def gather(self, obj) -> list:
+        """`obj` of every rank, in rank order (every rank receives the list)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def setup_distributed(device: str) -> Distributed:
+    """One process per device under torchrun (gloo on CPU, nccl on GPU); a plain run otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Distributed(rank, world_size, torch.device(device))

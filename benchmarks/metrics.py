@@ -1,0 +1,86 @@
+"""Ours against pycocoevalcap, in the same process: Clotho evaluation split, leave-one-out rounds.
+
+    python benchmarks/metrics.py [--rounds 5] [--meteor-rounds 1]
+
+Prints, per round and in total, the time of tokenization + BLEU + ROUGE-L + CIDEr-D and of
+METEOR for both, their ratio, and the largest score difference. Our tokenizer's cache is cleared
+before each round, so no round profits from an earlier one.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+from audiocap.metrics import bleu, cider, meteor, rouge
+from audiocap.metrics.ngrams import count_ngrams
+from audiocap.metrics.tokenizer import tokenize
+
+CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "clotho" / "clotho_captions_evaluation.csv"
+
+
+def ours(candidates, references):
+    tokenize.cache_clear()
+    tokenized = [tokenize(c) for c in candidates]
+    tokenized_refs = [[tokenize(r) for r in refs] for refs in references]
+    table = count_ngrams(tokenized + [r for refs in tokenized_refs for r in refs])
+    return dict(bleu_4=bleu.bleu(tokenized, tokenized_refs, table=table).corpus[3],
+                rouge_l=rouge.rouge_l(tokenized, tokenized_refs)[0],
+                cider_d=cider.cider_d(tokenized, tokenized_refs, table=table)[0]), (tokenized, tokenized_refs)
+
+
+def reference(candidates, references):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+    res = tokenizer.tokenize({i: [{"caption": c}] for i, c in enumerate(candidates)})
+    return dict(bleu_4=Bleu(4).compute_score(gts, res, verbose=0)[0][3], rouge_l=Rouge().compute_score(gts, res)[0],
+                cider_d=Cider().compute_score(gts, res)[0]), (gts, res)
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=CSV)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--meteor-rounds", type=int, default=1, help="METEOR takes ~13 s per round with pycocoevalcap")
+    args = parser.parse_args()
+    with open(args.csv, newline="", encoding="utf-8") as f:
+        clips = [[row[f"caption_{k}"] for k in range(1, 6)] for row in csv.DictReader(f)]
+
+    total_ours = total_reference = meteor_ours = meteor_reference = 0.0
+    for k in range(args.rounds):
+        candidates, references = [c[k] for c in clips], [c[:k] + c[k + 1:] for c in clips]
+        (our_scores, (tokenized, tokenized_refs)), our_time = timed(ours, candidates, references)
+        (ref_scores, (gts, res)), ref_time = timed(reference, candidates, references)
+        total_ours, total_reference = total_ours + our_time, total_reference + ref_time
+        difference = max(abs(our_scores[m] - ref_scores[m]) for m in our_scores)
+        print(f"round {k}: {len(clips)} clips  ours {our_time:.3f} s  pycocoevalcap {ref_time:.3f} s  "
+              f"ratio {ref_time / our_time:.1f}x  max |diff| {difference:.1e}")
+        if k < args.meteor_rounds:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            (our_meteor, _), our_time = timed(meteor.meteor, tokenized, tokenized_refs)
+            (ref_meteor, _), ref_time = timed(lambda: Meteor().compute_score(gts, res))
+            meteor_ours, meteor_reference = meteor_ours + our_time, meteor_reference + ref_time
+            print(f"  METEOR: ours {our_time:.1f} s  pycocoevalcap {ref_time:.1f} s  ratio {ref_time / our_time:.2f}x  "
+                  f"|diff| {abs(our_meteor - ref_meteor):.1e}")
+    print(f"tokenize+BLEU+ROUGE-L+CIDEr-D, {args.rounds} rounds: ours {total_ours:.2f} s, pycocoevalcap "
+          f"{total_reference:.2f} s, ratio {total_reference / total_ours:.1f}x")
+    if args.meteor_rounds:
+        print(f"METEOR, {min(args.meteor_rounds, args.rounds)} rounds: ours {meteor_ours:.1f} s, pycocoevalcap "
+              f"{meteor_reference:.1f} s, ratio {meteor_reference / meteor_ours:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

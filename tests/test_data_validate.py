@@ -1,0 +1,76 @@
+"""Validation lists every bad row, with counts; training refuses bad data unless told to skip it."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from audiocap import cli
+from audiocap.data.datasets import clotho, load_captions_csv
+from audiocap.data.validate import check_items, validate_items
+from audiocap.errors import DataError
+
+
+@pytest.fixture
+def broken_dataset(tmp_path, clotho_clips):
+    """Two good real clips, one truncated, one not audio, two missing, a duplicate row, empty captions."""
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for clip in clotho_clips[:2]:
+        shutil.copy(clip, audio / clip.name)
+    (audio / "truncated.wav").write_bytes(clotho_clips[2].read_bytes()[:30])
+    (audio / "notes.wav").write_text("this is not audio")
+    good1, good2 = clotho_clips[0].name, clotho_clips[1].name
+    (tmp_path / "captions.csv").write_text(
+        "file_name,caption_1,caption_2\n"
+        f"{good1},a train passes,a train goes by\n"
+        f"{good2},water runs,\n"
+        "truncated.wav,x,y\n"
+        "notes.wav,x,y\n"
+        "gone1.wav,x,y\n"
+        "gone2.wav,x,y\n"
+        f"{good1},again,again\n"
+    )
+    return load_captions_csv(tmp_path / "captions.csv", audio)
+
+
+def test_report_lists_every_bad_row_with_counts(broken_dataset, clotho_clips):
+    report = validate_items(broken_dataset)
+    assert not report.ok
+    assert [i.key for i in report.missing] == ["gone1.wav", "gone2.wav"]
+    assert sorted(i.key for i, _ in report.corrupt) == ["notes.wav", "truncated.wav"]
+    assert report.duplicates == {clotho_clips[0].name: 2}
+    assert [(i.key, numbers) for i, numbers in report.empty_captions] == [(clotho_clips[1].name, [2])]
+    summary = report.summary()
+    assert summary.splitlines()[0] == (
+        "7 items: 2 missing audio, 2 corrupt audio, 1 duplicated keys, 1 with empty captions")
+    for key in ["gone1.wav", "gone2.wav", "truncated.wav", "notes.wav", clotho_clips[0].name, clotho_clips[1].name]:
+        assert key in summary
+
+
+def test_training_refuses_bad_rows_unless_told_to_skip(broken_dataset, clotho_clips):
+    with pytest.raises(DataError, match="gone2.wav"):
+        check_items(broken_dataset, progress=False)
+    usable = check_items(broken_dataset, skip_bad=True, progress=False)
+    assert [(i.key, i.captions) for i in usable] == [
+        (clotho_clips[0].name, ["a train passes", "a train goes by"]),  # first of the duplicates
+        (clotho_clips[1].name, ["water runs"]),  # the empty caption dropped
+    ]
+
+
+def test_real_clotho_validation_split(shared_data):
+    items = clotho(shared_data / "clotho", "validation")
+    report = validate_items(items)
+    assert (len(report.missing), len(report.corrupt), report.duplicates, report.empty_captions) == (1030, 0, {}, [])
+    assert check_items([i for i in items if i.audio_path.exists()], progress=False) != []
+
+
+def test_cli_validate_prints_the_report_and_fails(broken_dataset, tmp_path, capsys):
+    assert cli.main(["validate", str(tmp_path / "captions.csv"), "--audio-dir", str(tmp_path / "audio")]) == 1
+    out = capsys.readouterr().out
+    assert "2 missing audio" in out and "missing audio: gone1.wav" in out and "corrupt audio: notes.wav" in out
+
+
+def test_cli_validate_reads_audiocaps_csvs(shared_data, tmp_path, capsys):
+    assert cli.main(["validate", str(shared_data / "audiocaps" / "val.csv"), "--audio-dir", str(tmp_path)]) == 1
+    assert "missing audio: vfY_TJq7n_U" in capsys.readouterr().out

@@ -1,0 +1,230 @@
+"""Our metrics against pycocoevalcap itself (imported here, run here), on real captions.
+
+The Java PTB tokenizer runs once over every caption of the shared CSVs (session fixture); the
+reference BLEU/ROUGE-L/CIDEr-D run on the toolkit's own tokens; METEOR runs on a subset.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audiocap.errors import MetricError
+from audiocap.metrics import evaluate, score
+from audiocap.metrics.bleu import bleu
+from audiocap.metrics.cider import cider_d
+from audiocap.metrics.rouge import rouge_l
+from audiocap.metrics.spice import SpiceOptions, find_spice, parse_spice_output
+from audiocap.metrics.tokenizer import tokenize
+
+pycocoevalcap = pytest.importorskip("pycocoevalcap.bleu.bleu")
+from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
+from pycocoevalcap.cider.cider import Cider  # noqa: E402
+from pycocoevalcap.rouge.rouge import Rouge  # noqa: E402
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer  # noqa: E402
+
+# Lines that exercise the lexer rules captions rarely use.
+TRICKY = [
+    "A man's dog doesn't bark; it can't won't.", 'He said "hello" to \'them\' and (me) [you] {us}.',
+    "A car -- then a bike - and a well-known sound...", "dogs' barks and the '90s o'clock rock'n'roll",
+    "It’s a “quote” here… and — dash", "ok.. wait.... now", "hello world!! really?!", "gonna wanna cannot",
+    "a p.a. system at 3 p.m. etc. vs. Mr. Smith", "a.b.c.d 2,000 1/2 50% $5 vroom/vroom under_score",
+    "room.Then out. A Mass. in a car wash.", "a*b ** ___ # @user foo@bar.com", "ha-ha- ha -ha ha--ha",
+    "", "   ", "Church bells ring. .",
+]
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="session")
+def clotho_validation(shared_data):
+    rows = _read(shared_data / "clotho" / "clotho_captions_validation.csv")
+    return [[row[f"caption_{k}"] for k in range(1, 6)] for row in rows]
+
+
+@pytest.fixture(scope="session")
+def all_captions(shared_data) -> list[str]:
+    captions = []
+    for path in sorted((shared_data / "clotho").glob("*.csv")) + sorted((shared_data / "system_outputs").glob("*.csv")):
+        captions += [v for row in _read(path) for k, v in row.items() if k.startswith("caption")]
+    for path in sorted((shared_data / "audiocaps").glob("*.csv")):
+        captions += [row["caption"] for row in _read(path)]
+    return sorted(set(captions)) + TRICKY
+
+
+@pytest.fixture(scope="session")
+def java_tokens(all_captions) -> dict[str, str]:
+    """caption -> the Java tokenizer's output, through pycocoevalcap's PTBTokenizer, in one JVM run."""
+    tokenized = PTBTokenizer().tokenize({i: [{"caption": c}] for i, c in enumerate(all_captions)})
+    return {c: tokenized[i][0] for i, c in enumerate(all_captions)}
+
+
+def test_tokenizer_matches_java_on_every_caption(java_tokens):
+    mismatches = [(c, j, tokenize(c)) for c, j in java_tokens.items() if tokenize(c) != j]
+    assert not mismatches, f"{len(mismatches)} mismatches, e.g. {mismatches[:5]}"
+    assert len(java_tokens) > 80_000
+
+
+def _cases(shared_data, clotho_validation):
+    """(name, candidates, references): Clotho leave-one-out rounds and the real system outputs."""
+    for k in range(5):
+        yield f"clotho-loo-{k}", [c[k] for c in clotho_validation], [c[:k] + c[k + 1:] for c in clotho_validation]
+    for path in sorted((shared_data / "system_outputs").glob("*.csv")):
+        rows = _read(path)
+        yield path.stem, [r["caption_predicted"] for r in rows], [[r[f"caption_{k}"] for k in range(1, 6)] for r in rows]
+
+
+@pytest.fixture(scope="session")
+def reference_scores(shared_data, clotho_validation, java_tokens):
+    """Per case: pycocoevalcap's BLEU, ROUGE-L and CIDEr-D on the Java tokenizer's tokens."""
+    results = {}
+    for name, candidates, references in _cases(shared_data, clotho_validation):
+        res = {i: [java_tokens[c]] for i, c in enumerate(candidates)}
+        gts = {i: [java_tokens[r] for r in refs] for i, refs in enumerate(references)}
+        results[name] = dict(
+            candidates=candidates, references=references,
+            bleu=Bleu(4).compute_score(gts, res, verbose=0), rouge=Rouge().compute_score(gts, res),
+            cider=Cider().compute_score(gts, res),
+        )
+    return results
+
+
+def test_reference_values_from_readme(reference_scores):
+    bleus, _ = reference_scores["clotho-loo-0"]["bleu"]
+    assert bleus[0] == pytest.approx(0.6921026324557904, abs=1e-12)
+    assert reference_scores["clotho-loo-0"]["cider"][0] == pytest.approx(0.9809285024476, abs=1e-12)
+
+
+@pytest.mark.parametrize("case", [f"clotho-loo-{k}" for k in range(5)] + ["example_1", "example_2"])
+def test_bleu_rouge_cider_equal_pycocoevalcap(reference_scores, case):
+    ref = reference_scores[case]
+    candidates = [tokenize(c) for c in ref["candidates"]]
+    references = [[tokenize(r) for r in refs] for refs in ref["references"]]
+
+    ours = bleu(candidates, references)
+    np.testing.assert_allclose(ours.corpus, ref["bleu"][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours.per_clip, np.array(ref["bleu"][1]).T, rtol=0, atol=1e-9)
+    mean, per_clip = rouge_l(candidates, references)
+    assert abs(mean - ref["rouge"][0]) < 1e-9
+    np.testing.assert_allclose(per_clip, ref["rouge"][1], rtol=0, atol=1e-9)
+    mean, per_clip = cider_d(candidates, references)
+    assert abs(mean - ref["cider"][0]) < 1e-9
+    np.testing.assert_allclose(per_clip, ref["cider"][1], rtol=0, atol=1e-9)
+
+
+def test_empty_candidate_scores_zero_like_the_toolkit():
+    candidates, references = ["", "a dog barks"], [["a cat meows", "a dog barks loudly"], ["a dog barks"]]
+    res, gts = {i: [c] for i, c in enumerate(candidates)}, {i: r for i, r in enumerate(references)}
+    assert cider_d(candidates, references)[1][0] == Cider().compute_score(gts, res)[1][0] == 0
+    assert rouge_l(candidates, references)[1][0] == Rouge().compute_score(gts, res)[1][0] == 0
+    np.testing.assert_allclose(bleu(candidates, references).per_clip.T, Bleu(4).compute_score(gts, res, verbose=0)[1], atol=1e-12)
+    with pytest.warns(UserWarning, match="1 of 2 candidates are empty"):
+        scores = evaluate(candidates, references, metrics=["bleu", "cider_d"])
+    assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider_d"}
+
+
+def test_meteor_equal_pycocoevalcap_on_subset(clotho_validation):
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    clips = clotho_validation[:200]
+    candidates = [tokenize(c[0]) for c in clips]
+    references = [[tokenize(r) for r in c[1:]] for c in clips]
+    ours = score([c[0] for c in clips], [c[1:] for c in clips], metrics=["meteor"])
+    reference, per_clip = Meteor().compute_score(dict(enumerate(references)), {i: [c] for i, c in enumerate(candidates)})
+    assert abs(ours.corpus["meteor"] - reference) < 1e-6
+    np.testing.assert_allclose(ours.per_clip["meteor"], per_clip, rtol=0, atol=1e-6)
+
+
+def test_missing_java_is_reported_and_other_metrics_still_computed(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.delenv("AUDIOCAP_JAVA", raising=False)
+    result = score(["a dog barks"], [["a dog is barking"]], metrics=["bleu", "meteor"])
+    assert "bleu_4" in result.corpus and "meteor" not in result.corpus
+    assert "Java was not found" in result.errors["meteor"]
+
+
+def test_missing_corenlp_jars_say_what_to_download_and_where(tmp_path, monkeypatch):
+    monkeypatch.setattr("audiocap.metrics.spice.pycocoevalcap_dir", lambda: None)
+    with pytest.raises(MetricError) as error:
+        find_spice(tmp_path / "spice")
+    message = str(error.value)
+    assert "audiocap download spice" in message and "stanford-corenlp-3.6.0-models.jar" in message
+    assert str(tmp_path / "spice" / "lib") in message
+    result = score(["a dog barks"], [["a dog is barking"]], metrics=["cider_d", "spider"],
+                   spice_options=SpiceOptions(home=tmp_path / "spice"))
+    assert "spice" not in result.corpus and "spider" not in result.corpus and "cider_d" in result.corpus
+    assert "audiocap download spice" in result.errors["spice"]
+
+
+def test_spice_json_parser_on_documented_format():
+    # Shape of spice-1.0.jar's `-out` file with `-subset` (see the SPICE README): one object per image.
+    tuple_scores = {"pr": 0.5, "re": 0.25, "f": 0.3333333333333333, "fn": 3.0, "numImages": 1.0, "fp": 1.0, "tp": 1.0}
+    output = json.loads(json.dumps([
+        {"image_id": "1", "scores": {"All": tuple_scores, "Object": tuple_scores, "Attribute": {**tuple_scores, "f": None},
+                                     "Relation": tuple_scores, "Cardinality": tuple_scores, "Color": tuple_scores,
+                                     "Size": tuple_scores},
+         "test_tuples": [{"tuple": ["dog"], "truth_value": True}], "ref_tuples": [{"tuple": ["dog"], "truth_value": True}]},
+        {"image_id": "0", "scores": {"All": {**tuple_scores, "f": "NaN"}}, "test_tuples": [], "ref_tuples": []},
+    ]))
+    scores = parse_spice_output(output, ["0", "1"])
+    assert np.isnan(scores[0]) and scores[1] == pytest.approx(1 / 3)
+    with pytest.raises(MetricError, match="no score for 1 clips"):
+        parse_spice_output(output, ["0", "1", "2"])
+
+
+def test_score_cli_json_and_per_clip(tmp_path, shared_data):
+    rows = _read(shared_data / "system_outputs" / "example_1.csv")[:50]
+    predictions, captions = tmp_path / "pred.csv", tmp_path / "caps.csv"
+    with open(predictions, "w", newline="") as f:
+        csv.writer(f).writerows([["file_name", "caption_predicted"]] + [[f"{i}.wav", r["caption_predicted"]] for i, r in enumerate(rows)])
+    with open(captions, "w", newline="") as f:
+        csv.writer(f).writerows([["file_name", "caption_1", "caption_2"]] + [[f"{i}.wav", r["caption_1"], r["caption_2"]] for i, r in enumerate(rows)])
+    command = ["python", "-m", "audiocap", "score", str(predictions), "--references", str(captions),
+               "--metrics", "bleu,rouge_l,cider_d,vocab", "--json", "--per-clip", str(tmp_path / "clips.csv")]
+    run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1], env=os.environ)
+    assert run.returncode == 0, run.stderr
+    printed = json.loads(run.stdout)
+    expected = evaluate([r["caption_predicted"] for r in rows], [[r["caption_1"], r["caption_2"]] for r in rows],
+                        metrics=["bleu", "rouge_l", "cider_d", "vocab"])
+    assert printed == pytest.approx(expected)
+    assert len(_read(tmp_path / "clips.csv")) == 50
+
+    with open(captions, "a", newline="") as f:
+        csv.writer(f).writerow(["extra.wav", "a caption", "another"])
+    run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1], env=os.environ)
+    assert run.returncode == 2 and "extra.wav" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_download_spice_from_a_local_mirror(tmp_path, monkeypatch):
+    """`download spice` against a stand-in of the CoreNLP zip served on 127.0.0.1 (no internet)."""
+    import functools
+    import http.server
+    import threading
+    import zipfile
+
+    from audiocap.metrics.spice import CORENLP_ZIP, _has_spice, download_spice
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / CORENLP_ZIP, "w") as zf:
+        for jar in ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar", "other.jar"):
+            zf.writestr(f"stanford-corenlp-full-2015-12-09/{jar}", b"stand-in " + jar.encode())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dest = download_spice(tmp_path / "spice", base_url=f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+    assert _has_spice(dest) and not (dest / "lib" / "other.jar").exists()
+    assert (dest / "lib" / "stanford-corenlp-3.6.0-models.jar").read_bytes() == b"stand-in stanford-corenlp-3.6.0-models.jar"
+    assert find_spice(dest) == dest

@@ -1,0 +1,182 @@
+"""Training on the 15 real Clotho clips: the model learns, RLSSR on/off, exact resume, DDP == one process.
+
+The encoder's frames are computed once per session into a shared feature cache; every training
+run below reads them from there, as `audiocap train` does on a real dataset.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from audiocap.errors import ConfigError
+from audiocap.train import TrainConfig, train
+from audiocap.training_utils import load_checkpoint, load_config
+from tests.conftest import CLOTHO_VALIDATION_AUDIO
+
+ROOT = Path(__file__).resolve().parents[1]
+ENCODER = "aisfx"  # real pretrained weights, small and fast on CPU
+
+
+@pytest.fixture(scope="session")
+def captions_csv(tmp_path_factory, shared_data, clotho_clips) -> Path:
+    """The validation CSV's rows for the 15 clips we have audio for."""
+    names = {p.name for p in clotho_clips}
+    with open(shared_data / "clotho" / "clotho_captions_validation.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    path = tmp_path_factory.mktemp("data") / "captions.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r[0] in names])
+    return path
+
+
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory, clotho_clips) -> Path:
+    from audiocap.data.cache import FeatureCache
+    from audiocap.encoders import create_encoder
+
+    root = tmp_path_factory.mktemp("features")
+    FeatureCache(root).get_many(create_encoder(ENCODER).freeze(), clotho_clips, progress=False)
+    return root
+
+
+def tiny_config(out_dir: Path, captions_csv: Path, feature_cache: Path, **overrides) -> TrainConfig:
+    audio_dir = str(CLOTHO_VALIDATION_AUDIO)
+    values = dict(
+        train_csv=str(captions_csv), train_audio_dir=audio_dir, val_csv=str(captions_csv), val_audio_dir=audio_dir,
+        out_dir=str(out_dir), cache_dir=str(feature_cache), encoder=ENCODER,
+        model=dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128, dropout=0.1,
+                   rlssr_hidden=64),
+        epochs=2, batch_size=16, learning_rate=3e-3, warmup_steps=5, label_smoothing=0.0,
+        time_mask_width=4, feature_mask_width=16, val_metrics=[], best_metric="loss", seed=0,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def train_losses(out_dir: Path) -> list[float]:
+    """The per-step `train/loss` scalars that training wrote to TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out_dir / "tensorboard"))
+    events.Reload()
+    return [e.value for e in events.Scalars("train/loss")]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_from_yaml_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train_csv": "a.csv", "train_audio_dir": "a", "val_csv": "b.csv",
+                                    "val_audio_dir": "b", "model": {"d_model": 128}}))
+    config = load_config(TrainConfig, path, ["epochs=3", "learning_rate=3e-4", "model.n_heads=2", "bf16=true"])
+    assert (config.epochs, config.learning_rate, config.bf16) == (3, 3e-4, True)
+    assert config.model == {"d_model": 128, "n_heads": 2}
+    with pytest.raises(ConfigError, match="'epoch'"):
+        load_config(TrainConfig, path, ["epoch=3"])
+    with pytest.raises(ConfigError, match="epochs"):
+        load_config(TrainConfig, path, ["epochs=many"])
+
+
+@pytest.mark.parametrize("name", ["clotho_cnn10_rlssr", "clotho_cnn14_rlssr"])
+def test_shipped_configs_are_valid(name):
+    from audiocap.model import ModelDimensions
+    from audiocap.train import model_dimensions
+
+    config = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
+    assert config.rlssr_weight > 0 and config.encoder.startswith("panns-")
+    model_dimensions(config, ModelDimensions, n_audio_features=512, n_vocab=100)  # model keys are valid
+
+
+def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, feature_cache, clotho_clips):
+    import audiocap
+    from audiocap.tokenizer import normalize
+
+    config = tiny_config(tmp_path, captions_csv, feature_cache, epochs=40, learning_rate=2e-3, warmup_steps=10,
+                         rlssr_weight=1.0, val_metrics=["bleu_1"], best_metric="bleu_1")
+    model_path = train(config)
+    losses = train_losses(tmp_path)
+    assert sum(losses[-5:]) / 5 <= 0.5 * sum(losses[:5]) / 5, losses
+
+    # the saved model file captions raw audio on its own (encoder included)
+    captions = audiocap.load_model(model_path, device="cpu").caption(clotho_clips, beam_size=1)
+    references = {row[0]: row[1:] for row in csv.reader(open(captions_csv, newline="", encoding="utf-8"))}
+    overlaps = []
+    for clip, caption in zip(clotho_clips, captions):
+        words = set(caption.split())
+        overlaps.append(max(len(words & set(normalize(r).split())) / max(1, len(words)) for r in references[clip.name]))
+    assert sum(overlaps) / len(overlaps) >= 0.5, list(zip(captions, overlaps))
+
+
+def test_trains_without_rlssr(tmp_path, captions_csv, feature_cache):
+    train(tiny_config(tmp_path, captions_csv, feature_cache, epochs=4, rlssr_weight=0.0))
+    losses = train_losses(tmp_path)
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert not any(k.startswith("rlssr_head") for k in load_checkpoint(tmp_path / "last.pt")["model"])
+
+
+def test_resume_after_interruption_is_exact(tmp_path, captions_csv, feature_cache, monkeypatch):
+    # augmentation, mixup and dropout all draw random numbers: resume must restore their state too
+    make = lambda out: tiny_config(out, captions_csv, feature_cache, epochs=2, mixup_alpha=0.4)
+    train(make(tmp_path / "straight"))
+
+    import audiocap.training_utils as utils
+
+    class Killed(Exception):
+        pass
+
+    save = utils.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if path.name == "last.pt":
+            raise Killed  # the process dies right after the epoch-1 checkpoint is written
+
+    monkeypatch.setattr(utils, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(make(tmp_path / "resumed"))
+    monkeypatch.setattr(utils, "save_checkpoint", save)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    train(make(tmp_path / "resumed"), resume=True)
+
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"])
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    for state_a, state_b in zip(straight["optimizer"]["state"].values(), resumed["optimizer"]["state"].values()):
+        assert torch.equal(state_a["exp_avg_sq"], state_b["exp_avg_sq"])
+
+
+def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path, captions_csv, feature_cache):
+    # 4 clips × 5 captions = 20 pairs: 2 steps of 10 pairs, or 2 steps of 5 pairs on each of 2 processes
+    with open(captions_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[:5]
+    small_csv = tmp_path / "four_clips.csv"
+    with open(small_csv, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    deterministic = dict(epochs=1, time_masks=0, feature_masks=0, label_smoothing=0.1,
+                         model=dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128,
+                                    dropout=0.0, rlssr_hidden=64))
+    train(tiny_config(tmp_path / "one", small_csv, feature_cache, batch_size=10, **deterministic))
+
+    config = tiny_config(tmp_path / "two", small_csv, feature_cache, batch_size=5, **deterministic)
+    config_path = tmp_path / "two.yaml"
+    config_path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                    "-m", "audiocap", "train", str(config_path)], check=True, cwd=ROOT, env=env,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "last.pt")
+    assert one["step"] == two["step"] == 2
+    for key, value in one["model"].items():
+        torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
