@@ -22,8 +22,8 @@ from audiocap.tokenizer import Tokenizer
 # Function words a caption may repeat freely; every other word counts as a content word.
 STOPWORDS = frozenset(
     "a an the and or but of in on at to from with without by for as into onto over under up down out off "
-    "through while then than before after during near behind around across along against between "
-    "is are was were be been being has have had do does can it its it's this that these those there "
+    "through then than before after during near behind around across along against between "
+    "is are was were be been being has have had do does can it its this that these those there "
     "some someone something somebody each other another several many much more most few very "
     "who which what while when where his her their they he she them him one two three".split()
 )

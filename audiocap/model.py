@@ -6,7 +6,7 @@ L caption tokens, D_in audio-encoder dim, d = d_model, H heads, V vocabulary.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +112,8 @@ class KVCache:
 
     `AudioCaptioner.decode` fills it in place; with a cache, pass only the new tokens."""
 
-    self_attention: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
-    cross_attention: list[tuple[Tensor, Tensor] | None] = field(default_factory=list)
+    self_attention: list[tuple[Tensor, Tensor] | None]
+    cross_attention: list[tuple[Tensor, Tensor] | None]
 
     @classmethod
     def empty(cls, n_layers: int) -> "KVCache":
@@ -122,8 +122,8 @@ class KVCache:
     @property
     def length(self) -> int:
         """Tokens already cached = position of the next token."""
-        first = self.self_attention[0] if self.self_attention else None
-        return 0 if first is None else first[0].shape[2]
+        first_layer = self.self_attention[0]
+        return 0 if first_layer is None else first_layer[0].shape[2]
 
     def reorder_beams(self, source_rows: Tensor) -> None:
         """Row i continues the hypothesis of row source_rows[i] (B,). Beams only move within the rows of

@@ -56,8 +56,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
     # validation and model selection
-    val_metrics: list = field(default_factory=lambda: ["bleu_4", "rouge_l", "cider_d"])
-    best_metric: str = "cider_d"  # one of val_metrics (higher is better), or "loss"
+    val_metrics: list = field(default_factory=lambda: ["bleu", "rouge_l", "cider_d"])  # audiocap.metrics names
+    best_metric: str = "cider_d"  # a score they produce (e.g. bleu_4; higher is better), or "loss"
     val_beam_size: int = 1
     # system
     seed: int = 0
@@ -66,15 +66,21 @@ class TrainConfig:
 
     def __post_init__(self):
         from audiocap.errors import ConfigError
+        from audiocap.metrics import METRICS
 
         for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
             if not getattr(self, key):
                 raise ConfigError(f"config key {key!r} is required (a Clotho-format CSV / audio folder)")
-        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none"),
-                   "best_metric": ("loss", *self.val_metrics)}
+        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        for name in self.val_metrics:
+            if name not in METRICS:
+                raise ConfigError(f"config key val_metrics: unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        if self.best_metric != "loss" and not any(self.best_metric.startswith(m) for m in self.val_metrics):
+            raise ConfigError(f"config key best_metric={self.best_metric!r} is not computed: add its metric to "
+                              "val_metrics (e.g. bleu for bleu_4) or use best_metric: loss")
 
 
 def configure_train(parser) -> None:
@@ -243,8 +249,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     model_path = out_dir / "model.safetensors"
     if ddp.is_main:
         writer.close()
-        model.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
-        model_file.save_model(model_path, model.eval(), tokenizer, encoder)
+        best = load_checkpoint(out_dir / "best.pt")
+        model.load_state_dict(best["model"])
+        model_file.save_model(model_path, model.eval(), tokenizer, encoder, training_info={
+            "config": dataclasses.asdict(config), "epoch": best["epoch"], config.best_metric: best_score})
         tqdm.write(f"saved {model_path} (best {config.best_metric}={best_score:.4f})")
     ddp.barrier()
     return model_path

@@ -1,6 +1,6 @@
 """Ours against pycocoevalcap, in the same process: Clotho evaluation split, leave-one-out rounds.
 
-    python benchmarks/metrics.py [--rounds 5] [--meteor-rounds 1]
+    PYTHONPATH=. python benchmarks/metrics.py [--rounds 5] [--meteor-rounds 1]   # from the project root
 
 Prints, per round and in total, the time of tokenization + BLEU + ROUGE-L + CIDEr-D and of
 METEOR for both, their ratio, and the largest score difference. Our tokenizer's cache is cleared

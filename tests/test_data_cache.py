@@ -16,6 +16,7 @@ from audiocap.data.cache import FeatureCache
 from audiocap.data.datasets import CaptionItem
 from audiocap.data.loader import CachedFeatures, collate_frames
 from audiocap.encoders.base import AudioEncoder
+from audiocap.errors import AudioLoadError
 
 
 class FrameStats(AudioEncoder):
@@ -125,3 +126,8 @@ def test_dataloader_workers_read_padded_batches(tmp_path, clips):
     expected = torch.cat([dataset[i][0] for i in range(3)])
     assert torch.equal(frames, expected)
     assert batches[0]["frames"].shape[0] == 2 and batches[0]["captions"][1] == [f"caption of {clips[1].name}"]
+
+
+def test_missing_audio_names_the_file_and_the_fix(tmp_path):
+    with pytest.raises(AudioLoadError, match="gone.wav: no such file; `audiocap validate`"):
+        FeatureCache(tmp_path).get(FrameStats(), tmp_path / "gone.wav")

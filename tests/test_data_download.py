@@ -85,7 +85,7 @@ class RangeHandler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = ZenodoStandIn()
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield srv
     srv.shutdown()
@@ -175,7 +175,7 @@ def clotho_record(server, tmp_path, shared_data):
     for split in datasets.CLOTHO_SPLITS:
         files[f"clotho_audio_{split}.7z"] = clotho_archive(split, names[split], tmp_path)
         files[f"clotho_captions_{split}.csv"] = (shared_data / "clotho" / f"clotho_captions_{split}.csv").read_bytes()
-        files[f"clotho_metadata_{split}.csv"] = b"file_name,keywords,sound_id,sound_link,start_end_samples,manufacturer,license\n"
+        files[f"clotho_metadata_{split}.csv"] = b"file_name,keywords,sound_id,sound_link,start_end_samples\n"
     assert set(files) == set(TARGETS["clotho"].pinned_md5)
     server.add_record(4783391, files)
     return files
@@ -216,3 +216,13 @@ def test_cli_falls_back_to_pinned_md5_without_the_api_and_base_url_option_wins(s
     err = capsys.readouterr().err
     assert "using the pinned md5s" in err
     assert "error: " in err and "expected 541141fa2ee191a88f24a3219fff024e" in err and "Traceback" not in err
+
+
+def test_cli_spice_calls_the_metrics_downloader(monkeypatch, tmp_path, capsys):
+    import audiocap.metrics.spice as spice
+
+    calls = []
+    monkeypatch.setattr(spice, "download_spice", lambda dest, base_url: calls.append((dest, base_url)) or dest)
+    monkeypatch.setenv(BASE_URL_ENV, "http://mirror.example")
+    assert cli.main(["download", "spice", "--dest", str(tmp_path)]) == 0
+    assert calls == [(tmp_path, "http://mirror.example")]

@@ -12,6 +12,15 @@ WORDS = "a dog barks loudly while birds sing in the background and rain falls on
 TOKENIZER = Tokenizer(WORDS)  # ids 4.. in WORDS order
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_model(seed=0, **overrides) -> AudioCaptioner:
     torch.manual_seed(seed)
     settings = dict(n_audio_features=8, n_vocab=len(TOKENIZER), d_model=16, n_heads=2, d_ff=32, dropout=0.0,

@@ -1,0 +1,111 @@
+"""Captioning speed on 10 s clips: captions/s for greedy vs beam 3 and batch 1 vs 16, the share
+of each clip's time spent decoding, and the cold start of `audiocap caption` on one clip.
+
+    python benchmarks/caption.py [--encoder scratch-cnn10] [--clips 16] [--threads 2]
+
+The captioner has the size of configs/clotho_cnn10_rlssr.yaml with a Clotho-sized vocabulary and
+random weights; every caption is forced to `--words` words (Clotho's mean is ~11), so decoding
+does the work a trained model does. `scratch-cnn10` costs exactly what `panns-cnn10` costs.
+Target: beam-3 decoding ≤ 15 % of per-clip time with a Cnn10-sized encoder.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
+
+
+def build_pipeline(encoder_name: str, n_vocab: int):
+    from audiocap.encoders import create_encoder
+    from audiocap.model import AudioCaptioner, ModelDimensions
+    from audiocap.tokenizer import Tokenizer
+    from audiocap.transcribe import CaptioningPipeline
+
+    torch.manual_seed(0)
+    config = yaml.safe_load((ROOT / "configs" / "clotho_cnn10_rlssr.yaml").read_text())
+    encoder = create_encoder(encoder_name).freeze()
+    tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
+    dims = ModelDimensions(**config["model"], n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab)
+    return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
+
+
+def time_batches(pipeline, waveforms, batch_size: int, beam_size: int, words: int) -> tuple[float, float]:
+    """Seconds spent (audio encoder + transformer encoder, decoding) over all clips."""
+    from audiocap.decoding import DecodingOptions, decode
+
+    options = DecodingOptions(beam_size=beam_size, min_length=words, max_length=words)
+    encode_s = decode_s = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(waveforms), batch_size):
+            batch = torch.stack(waveforms[start:start + batch_size])  # (B, N): all clips are 10 s
+            lengths = torch.full((batch.shape[0],), batch.shape[1])
+            t0 = time.perf_counter()
+            frames, frame_lengths = pipeline.encoder(batch, lengths)  # (B, T, D)
+            memory, memory_mask = pipeline.captioner.encode(frames, frame_lengths)  # (B, T, d)
+            t1 = time.perf_counter()
+            decode(pipeline.captioner, memory, memory_mask, pipeline.tokenizer, options)
+            encode_s, decode_s = encode_s + t1 - t0, decode_s + time.perf_counter() - t1
+    return encode_s, decode_s
+
+
+def cold_start(pipeline, clip: Path) -> float:
+    """Wall time of `python -m audiocap caption CLIP --model M` in a fresh process (import included)."""
+    import soundfile as sf
+
+    from audiocap.model_file import save_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.safetensors"
+        save_model(model, pipeline.captioner, pipeline.tokenizer, pipeline.encoder)
+        audio, rate = sf.read(clip, frames=10 * 44100, dtype="float32")
+        sf.write(Path(tmp) / "clip.wav", audio, rate)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "audiocap", "caption", str(Path(tmp) / "clip.wav"), "--model",
+                        str(model), "--device", "cpu"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--encoder", default="scratch-cnn10")
+    parser.add_argument("--clips", type=int, default=16, help="10 s clips per measurement")
+    parser.add_argument("--words", type=int, default=11, help="words per caption")
+    parser.add_argument("--vocab", type=int, default=4500, help="vocabulary size (Clotho development: ~4.5k)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    from audiocap.audio import load_audio
+
+    pipeline = build_pipeline(args.encoder, args.vocab)
+    rate = pipeline.sample_rate
+    sources = sorted(CLIPS.glob("*.wav"))
+    clips = [torch.from_numpy(load_audio(p, rate)[: 10 * rate]) for p in sources]
+    clips = [c for c in clips if len(c) == 10 * rate]
+    waveforms = [clips[i % len(clips)] for i in range(args.clips)]
+    time_batches(pipeline, waveforms[:2], 2, 1, args.words)  # warm-up
+
+    print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} {'decoder share':>13s}")
+    for beam in (1, 3):
+        for batch_size in (1, 16):
+            encode_s, decode_s = time_batches(pipeline, waveforms, batch_size, beam, args.words)
+            total = encode_s + decode_s
+            name = "greedy" if beam == 1 else f"beam {beam}"
+            print(f"{name:>8s} {batch_size:5d} {args.clips / total:10.2f} {1000 * total / args.clips:8.1f} "
+                  f"{100 * decode_s / total:12.1f}%")
+    print(f"cold start of `audiocap caption` on one 10 s clip: {cold_start(pipeline, sources[0]):.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The user surface: `audiocap caption`, `audiocap evaluate` and `audiocap.load_model(...).caption(...)`.
+
+An untrained model is enough here: these tests check the plumbing (formats, batching, per-file
+errors), not caption quality (see test_train.py). Audio: 4 s excerpts of real Clotho clips.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import audiocap
+from audiocap.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory, shared_data) -> Path:
+    import torch
+
+    from audiocap.encoders import create_encoder
+    from audiocap.model import AudioCaptioner, ModelDimensions
+    from audiocap.model_file import save_model
+    from audiocap.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    with open(shared_data / "clotho" / "clotho_captions_validation.csv", newline="", encoding="utf-8") as f:
+        tokenizer = Tokenizer.build([c for row in list(csv.reader(f))[1:50] for c in row[1:]])
+    encoder = create_encoder("aisfx").freeze()
+    dims = ModelDimensions(n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab, d_model=32, n_heads=2,
+                           n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_caption_tokens=12)
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    save_model(path, AudioCaptioner(dims).eval(), tokenizer, encoder)
+    return path
+
+
+@pytest.fixture(scope="session")
+def audio_dir(tmp_path_factory, clotho_clips) -> Path:
+    """Three 4 s excerpts of real clips, as 44.1 kHz wav and flac."""
+    folder = tmp_path_factory.mktemp("audio")
+    for clip, suffix in zip(clotho_clips[:3], (".wav", ".flac", ".wav")):
+        audio, rate = sf.read(clip, frames=4 * 44100, dtype="float32")
+        sf.write(folder / (clip.stem + suffix), audio, rate)
+    return folder
+
+
+def test_python_api_captions_paths_and_arrays(model_path, audio_dir):
+    from audiocap.audio import load_audio
+
+    model = audiocap.load_model(model_path, device="cpu")
+    files = sorted(audio_dir.iterdir())
+    waveform = load_audio(files[0], model.sample_rate)
+    captions = model.caption([*files, waveform], beam_size=2, batch_size=2)
+    assert len(captions) == 4 and all(isinstance(c, str) and c for c in captions)
+    assert captions[3] == captions[0]  # an array at the model's rate is captioned like its file
+    assert model.caption(files[0], beam_size=2) == captions[:1]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "csv"])
+def test_caption_cli_formats(fmt, model_path, audio_dir, capsys):
+    assert main(["caption", str(audio_dir), "--model", str(model_path), "--format", fmt, "--beam", "2"]) == 0
+    out = capsys.readouterr().out
+    names = sorted(p.name for p in audio_dir.iterdir())
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(out)))
+        assert rows[0] == ["file_name", "caption_predicted"]
+        assert sorted(r[0] for r in rows[1:]) == names and all(r[1] for r in rows[1:])
+    elif fmt == "json":
+        assert sorted(Path(r["file"]).name for r in json.loads(out)) == names
+    else:
+        assert len(out.strip().splitlines()) == 3 and all(": " in line for line in out.splitlines())
+
+
+def test_caption_cli_reports_bad_files_and_captions_the_rest(model_path, audio_dir, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio")
+    good = sorted(audio_dir.iterdir())[0]
+    argv = ["caption", str(broken), str(good), str(notes), str(tmp_path / "missing.wav"), "--model", str(model_path)]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{good}: ") and len(captured.out.splitlines()) == 1
+    for name in ("broken.wav", "notes.txt", "missing.wav"):
+        assert f"error: {tmp_path / name}: " in captured.err
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch, audio_dir, tmp_path, capsys):
+    import audiocap.transcribe
+
+    monkeypatch.setattr(audiocap.transcribe, "DEFAULT_MODEL", tmp_path / "default_model.safetensors")
+    assert main(["caption", str(audio_dir)]) == 2
+    assert "no bundled default model" in capsys.readouterr().err
+
+
+def test_evaluate_cli_writes_predictions_and_scores(model_path, audio_dir, tmp_path):
+    captions_csv = tmp_path / "captions.csv"
+    with open(captions_csv, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "caption_1", "caption_2"])
+        for path in sorted(audio_dir.iterdir()):
+            writer.writerow([path.name, "a person walks on gravel", "someone is walking outside"])
+    out = tmp_path / "results"
+    argv = ["evaluate", "--model", str(model_path), "--captions", str(captions_csv), "--audio-dir", str(audio_dir),
+            "--out", str(out), "--beam", "1", "--metrics", "bleu,rouge_l"]
+    assert main(argv) == 0
+    rows = list(csv.reader(open(out / "predictions.csv", newline="", encoding="utf-8")))
+    assert rows[0] == ["file_name", "caption_predicted"] and len(rows) == 4
+    scores = json.loads((out / "scores.json").read_text())["scores"]
+    assert {"bleu_4", "rouge_l"} <= set(scores) and 0 <= scores["rouge_l"] <= 1
+
+
+def test_caption_command_imports_torch_only_when_it_runs():
+    code = ("import sys; from audiocap.cli import build_parser; build_parser(['caption', 'x.wav']);"
+            "import audiocap.evaluate, audiocap.train; assert 'torch' not in sys.modules, 'eager torch import'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
