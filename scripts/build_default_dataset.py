@@ -6,6 +6,7 @@ Output (Clotho-format CSVs `file_name,caption_1..caption_5`, read with
 `audiocap.data.datasets.load_captions_csv(csv, audio_dir)`):
 
     train.csv              + audio/train/     314 ESC-50 clips, 15 Clotho validation clips, mixtures
+    val.csv                + audio/train/     --val-mixtures mixtures kept out of training (model selection)
     heldout.csv            + audio/heldout/   100 ESC-50 clips (2 per category), never trained on
     heldout_categories.csv                    file_name,category for the source hit rate
     mixtures.csv                              how each mixture was made (parts, gain, gap)
@@ -49,7 +50,7 @@ BACKGROUND_DB = 4.0  # a part this much quieter is captioned as "in the backgrou
 SEQUENCE_GAIN_DB = 3.0
 SEQUENCE_GAP_S = (0.2, 1.0)
 PAUSE_CAPTION_MIN_GAP_S = 0.5  # "after a short pause" only when there is an audible one
-OUTPUTS = ("train.csv", "heldout.csv", "heldout_categories.csv", "mixtures.csv", "manifest.json", "audio")
+OUTPUTS = ("train.csv", "val.csv", "heldout.csv", "heldout_categories.csv", "mixtures.csv", "manifest.json", "audio")
 
 
 @dataclass(frozen=True)
@@ -391,7 +392,7 @@ def load_clotho_validation(clotho_root: Path) -> list[tuple[Path, list[str]]]:
 
 
 def build(shared: Path, out: Path, seed: int = 0, overlays: int = 600, sequences: int = 600,
-          copy_audio: bool = False, recipes: Path = RECIPES) -> dict:
+          copy_audio: bool = False, recipes: Path = RECIPES, val_mixtures: int = 100) -> dict:
     """Build the dataset into `out` and return the manifest."""
     started = time.monotonic()
     captions_csv, clauses_yaml = recipes / "esc50_captions.csv", recipes / "esc50_clauses.yaml"
@@ -423,13 +424,19 @@ def build(shared: Path, out: Path, seed: int = 0, overlays: int = 600, sequences
         place_audio(clip.path, heldout_dir / clip.file_name, copy_audio)
         heldout_rows.append((clip.file_name, caption_rng.sample(written[clip.category], CAPTIONS_PER_CLIP)))
 
+    # Model selection needs a validation set that is not the held-out evaluation set: every
+    # k-th mixture (new combinations of training clips) is kept out of training for it.
+    val_rows: list[tuple[str, list[str]]] = []
+    val_every = max(1, len(mixtures) // val_mixtures) if val_mixtures else 0
     for i, mixture in enumerate(mixtures, 1):
         build_mixture(mixture, phrases, seed, train_dir)
-        train_rows.append((mixture.file_name, mixture.captions))
+        rows = val_rows if val_every and i % val_every == 0 and len(val_rows) < val_mixtures else train_rows
+        rows.append((mixture.file_name, mixture.captions))
         if i % 200 == 0 or i == len(mixtures):
             print(f"mixtures {i}/{len(mixtures)}", flush=True)
 
     write_captions_csv(out / "train.csv", train_rows)
+    write_captions_csv(out / "val.csv", val_rows)
     write_captions_csv(out / "heldout.csv", heldout_rows)
     with open(out / "heldout_categories.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -454,8 +461,8 @@ def build(shared: Path, out: Path, seed: int = 0, overlays: int = 600, sequences
             "train_rows": len(train_rows),
             "train_esc50": len(train),
             "train_clotho_validation": len(clotho),
-            "train_overlays": overlays,
-            "train_sequences": sequences,
+            "mixtures": overlays + sequences,
+            "val_mixtures": len(val_rows),
             "heldout": len(heldout),
             "categories": len({c.category for c in clips}),
         },
@@ -478,9 +485,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overlays", type=int, default=600, help="number of overlaid mixtures")
     parser.add_argument("--sequences", type=int, default=600, help="number of one-after-another mixtures")
+    parser.add_argument("--val-mixtures", type=int, default=100, help="mixtures kept out of training for validation")
     parser.add_argument("--copy-audio", action="store_true", help="copy ESC-50/Clotho audio instead of symlinking")
     args = parser.parse_args(argv)
-    build(args.shared, args.out, args.seed, args.overlays, args.sequences, args.copy_audio)
+    build(args.shared, args.out, args.seed, args.overlays, args.sequences, args.copy_audio,
+          val_mixtures=args.val_mixtures)
 
 
 if __name__ == "__main__":

@@ -101,7 +101,7 @@ def test_source_hit_rate_refuses_missing_predictions():
 @pytest.fixture(scope="module")
 def built(shared_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("default_dataset")
-    builder.build(shared_data, out, seed=3, overlays=8, sequences=8)
+    builder.build(shared_data, out, seed=3, overlays=8, sequences=8, val_mixtures=4)
     return out
 
 
@@ -109,11 +109,13 @@ def test_split_counts(built):
     manifest = json.loads((built / "manifest.json").read_text())
     counts = manifest["counts"]
     assert counts == {
-        "train_rows": 314 + 15 + 16, "train_esc50": 314, "train_clotho_validation": 15,
-        "train_overlays": 8, "train_sequences": 8, "heldout": 100, "categories": 50,
+        "train_rows": 314 + 15 + 12, "train_esc50": 314, "train_clotho_validation": 15,
+        "mixtures": 16, "val_mixtures": 4, "heldout": 100, "categories": 50,
     }
     train, heldout = read_rows(built / "train.csv"), read_rows(built / "heldout.csv")
     assert len(train) == counts["train_rows"] and len(heldout) == 100
+    val = {row["file_name"] for row in read_rows(built / "val.csv")}
+    assert len(val) == 4 and not val & {row["file_name"] for row in train}
     categories = read_rows(built / "heldout_categories.csv")
     per_category: dict[str, int] = {}
     for row in categories:
@@ -149,7 +151,7 @@ def test_rows_have_five_captions_and_audio(built):
 
 
 def test_mixture_audio_and_captions(built, synonyms):
-    train = {row["file_name"]: row for row in read_rows(built / "train.csv")}
+    train = {row["file_name"]: row for name in ("train.csv", "val.csv") for row in read_rows(built / name)}
     for mixture in read_rows(built / "mixtures.csv"):
         audio, rate = sf.read(built / "audio" / "train" / mixture["file_name"], dtype="float32")
         assert rate == 44100 and audio.ndim == 1
@@ -163,8 +165,8 @@ def test_mixture_audio_and_captions(built, synonyms):
 
 
 def test_builder_is_deterministic(shared_data, built, tmp_path):
-    builder.build(shared_data, tmp_path, seed=3, overlays=8, sequences=8)
-    for name in ("train.csv", "heldout.csv", "mixtures.csv", "manifest.json"):
+    builder.build(shared_data, tmp_path, seed=3, overlays=8, sequences=8, val_mixtures=4)
+    for name in ("train.csv", "val.csv", "heldout.csv", "mixtures.csv", "manifest.json"):
         assert (tmp_path / name).read_bytes() == (built / name).read_bytes(), name
     first = next((built / "audio" / "train").glob("mix_sequence_*.wav"))
     assert (tmp_path / "audio" / "train" / first.name).read_bytes() == first.read_bytes()
