@@ -95,7 +95,7 @@ def test_shipped_configs_are_valid(name):
     model_dimensions(config, ModelDimensions, n_audio_features=512, n_vocab=100)  # model keys are valid
 
 
-def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, feature_cache, clotho_clips):
+def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, feature_cache):
     import audiocap
     from audiocap.data.cache import FeatureCache
     from audiocap.data.datasets import load_captions_csv

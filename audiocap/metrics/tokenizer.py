@@ -111,9 +111,35 @@ def ptb_tokens(line: str) -> list[str]:
         tokens.append(token)
 
 
+# Fast path. Most captions are ASCII words separated by spaces, each word maybe followed by one
+# "," or "." (and a few free-standing "," or "."). In such a caption the lexer's rules find no
+# quotes, apostrophes, brackets, dashes, "@", "#", "/" or ":", and no "," or "." between two
+# characters (which numbers, acronyms, URLs and dotted words need), so its tokens are the words
+# and separate "," and "." tokens, which the punctuation list removes. Two rules can still
+# change such a caption, and send it down the full lexer instead:
+# - a period that belongs to the word before it (an abbreviation, `_ends_in_abbreviation`);
+# - assimilations, which split a word ("cannot" -> "can not", "gonna" -> "gon na").
+_PLAIN = re.compile(r"(?: *(?:[A-Za-z0-9]+[,.]?|[,.])(?= |\Z))* *")
+_WORD_BEFORE_PERIOD = re.compile(r"([A-Za-z0-9]+)\.")
+_ASSIMILATION = re.compile(r"(?i)\b(?:cannot|(?:gon|wan|got|lem|gim)(?:na|ta|me))")
+
+
+def _plain_tokens(caption: str) -> str | None:
+    """The tokenized caption if it is plain (see above), else None."""
+    if not _PLAIN.fullmatch(caption) or _ASSIMILATION.search(caption):
+        return None
+    for word in _WORD_BEFORE_PERIOD.finditer(caption):
+        if _ends_in_abbreviation(word[1], caption[word.end():]):
+            return None
+    return " ".join(caption.lower().replace(",", " ").replace(".", " ").split())
+
+
 @lru_cache(maxsize=1 << 18)
 def tokenize(caption: str) -> str:
     """One caption as the COCO toolkit scores it: PTB tokens, lowercased, punctuation removed."""
+    plain = _plain_tokens(caption)
+    if plain is not None:
+        return plain
     tokens = ptb_tokens(caption.replace("\n", " "))
     return " ".join(t for t in (t.lower() for t in tokens) if t not in PUNCTUATIONS)
 
