@@ -1,0 +1,131 @@
+"""Frames of a frozen audio encoder, computed once per audio file and reused across runs.
+
+Layout: `root/<encoder name>-<key>/<audio key>.npy`, one float32 (T, D) array per audio file.
+
+* `<key>` hashes the encoder's name, `weights_hash()` and `config()` (front-end settings
+  included): new weights or settings get a new folder, so stale frames are never read, and an
+  old folder can be deleted as a whole. `encoder.json` in the folder says what it was made from.
+* `<audio key>` hashes the audio file's identity: its resolved path, size and mtime (`"stat"`,
+  free to compute, invalidated by any rewrite of the file), or its bytes (`"content"`, survives
+  moves and copies at the cost of reading each file once per run).
+
+Why one `.npy` per entry rather than one HDF5 file: an entry is written to a temporary file
+and renamed over its final name (`os.replace`, atomic on POSIX and Windows), so a killed run
+leaves at worst an orphan `*.tmp` (never read, safe to delete) and never a half-written entry;
+any number of processes and DataLoader workers can read and write at once without locks (two
+writers of one entry write identical bytes); and entries are memory-mapped, so a dataset's
+features need not fit in RAM. A single HDF5 file allows one writer at a time and can be left
+corrupt, as a whole, by a writer killed mid-flush.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from audiocap.encoders.base import AudioEncoder
+from audiocap.errors import AudioLoadError
+
+FileIdentity = Literal["stat", "content"]
+
+
+def audio_key(audio_path: Path, identity: FileIdentity = "stat") -> str:
+    try:
+        if identity == "content":
+            with open(audio_path, "rb") as f:
+                return hashlib.file_digest(f, "sha1").hexdigest()
+        stat = os.stat(audio_path)
+    except FileNotFoundError:
+        raise AudioLoadError(f"{audio_path}: no such file; `audiocap validate` lists every missing file") from None
+    return hashlib.sha1(f"{Path(audio_path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
+
+
+def encoder_key(encoder: AudioEncoder) -> dict:
+    return {"name": encoder.name, "weights_hash": encoder.weights_hash(), "config": encoder.config()}
+
+
+def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
+    """Write to a temporary file in the same folder, then rename it over `path`.
+
+    No fsync: this guards against killed processes, not power loss, and an fsync per entry
+    would dominate the cost of filling a cache of small entries.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if isinstance(data, np.ndarray):
+                np.save(f, data)
+            else:
+                f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def encode_files(encoder: AudioEncoder, audio_paths: Sequence[Path]) -> list[np.ndarray]:
+    """Valid frames (T_i, D) float32 of each file, encoded as one zero-padded batch in eval mode."""
+    from audiocap.audio import load_audio
+
+    waveforms = [torch.from_numpy(load_audio(p, encoder.sample_rate)) for p in audio_paths]
+    lengths = torch.tensor([len(w) for w in waveforms])
+    batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
+    device = next(itertools.chain(encoder.parameters(), encoder.buffers()), torch.empty(0)).device
+    was_training = encoder.training
+    encoder.eval()  # dropout or batch statistics in cached frames would freeze noise into them
+    try:
+        with torch.inference_mode():
+            frames, frame_lengths = encoder(batch.to(device), lengths.to(device))
+    finally:
+        encoder.train(was_training)
+    return [frames[i, :n].float().cpu().numpy() for i, n in enumerate(frame_lengths.tolist())]
+
+
+class FeatureCache:
+    """Frames of frozen encoders under `root`; `identity` says how an audio file is recognised."""
+
+    def __init__(self, root: str | os.PathLike, identity: FileIdentity = "stat"):
+        self.root = Path(root)
+        self.identity = identity
+
+    def encoder_dir(self, encoder: AudioEncoder) -> Path:
+        key = encoder_key(encoder)
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        directory = self.root / f"{encoder.name}-{digest}"
+        if not (directory / "encoder.json").exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            save_atomic(directory / "encoder.json", json.dumps(key, indent=2, default=str).encode())
+        return directory
+
+    def fill(self, encoder: AudioEncoder, audio_paths: Sequence[str | os.PathLike], batch_size: int = 8,
+             progress: bool = True) -> list[Path]:
+        """The entry file of each audio file, computing the missing ones in batches."""
+        directory = self.encoder_dir(encoder)  # hashes the weights: once per call, not per file
+        entries = [directory / f"{audio_key(Path(p), self.identity)}.npy" for p in audio_paths]
+        todo = {entry: Path(path) for path, entry in zip(audio_paths, entries) if not entry.exists()}
+        # clips of similar size in one batch waste less compute on padding
+        order = sorted(todo, key=lambda entry: os.path.getsize(todo[entry]))
+        with tqdm(total=len(order), desc=f"encoding with {encoder.name}", unit="file", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                for entry, frames in zip(batch, encode_files(encoder, [todo[e] for e in batch])):
+                    save_atomic(entry, frames)
+                bar.update(len(batch))
+        return entries
+
+    def get(self, encoder: AudioEncoder, audio_path: str | os.PathLike) -> np.ndarray:
+        """Frames (T, D) float32 of one file (computed and stored on a miss)."""
+        return np.load(self.fill(encoder, [audio_path], progress=False)[0])
+
+    def get_many(self, encoder: AudioEncoder, audio_paths: Sequence[str | os.PathLike], batch_size: int = 8,
+                 progress: bool = True) -> list[np.ndarray]:
+        """Frames of each file, memory-mapped read-only so that a whole dataset need not fit in RAM."""
+        return [np.load(e, mmap_mode="r") for e in self.fill(encoder, audio_paths, batch_size, progress)]

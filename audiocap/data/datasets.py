@@ -1,0 +1,112 @@
+"""Caption datasets as plain lists of `CaptionItem`: one audio file and its reference captions.
+
+Three sources, one item type:
+
+* any folder of audio plus a CSV `file_name,caption_1..caption_N` (N >= 1): `load_captions_csv`;
+* Clotho v2.1, whose official caption CSVs have exactly that shape (N = 5): `clotho`;
+* AudioCaps, one CSV row per caption (`audiocap_id,youtube_id,start_time,caption`), grouped here
+  into one item per clip; the audio is the user's own, one file per clip named by youtube id.
+
+Loading never opens the audio and keeps every row as written (duplicates and empty captions
+included) so that `validate.validate_items` can report them all at once instead of the first
+bad row hiding the next ones.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from audiocap.errors import DataError
+
+CLOTHO_SPLITS = ("development", "validation", "evaluation")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif")
+
+
+@dataclass
+class CaptionItem:
+    key: str  # unique name of the clip: the CSV's file_name, or the youtube id for AudioCaps
+    audio_path: Path
+    captions: list[str]
+
+
+def _read_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    try:
+        # utf-8-sig: CSVs saved by spreadsheet programs often start with a byte-order mark
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            return list(reader.fieldnames or []), rows
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: captions CSV not found; check the path") from None
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{csv_path}: not a UTF-8 CSV ({err}); re-save it as UTF-8 CSV") from None
+
+
+def load_captions_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list[CaptionItem]:
+    """Items of a CSV with columns `file_name,caption_1..caption_N`, audio at `audio_dir/file_name`."""
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    columns, rows = _read_rows(csv_path)
+    numbered = {int(m.group(1)): name for name in columns if (m := re.fullmatch(r"caption_(\d+)", name))}
+    if "file_name" not in columns or not numbered:
+        raise DataError(
+            f"{csv_path}: expected columns file_name,caption_1..caption_N, found {','.join(columns) or 'none'}; "
+            "rename the header row"
+        )
+    caption_columns = [numbered[i] for i in sorted(numbered)]
+    return [
+        CaptionItem(
+            key=row["file_name"],
+            audio_path=audio_dir / row["file_name"],
+            # a short row leaves trailing cells as None: keep them as empty captions for validation
+            captions=[(row[c] or "").strip() for c in caption_columns],
+        )
+        for row in rows
+    ]
+
+
+def clotho(root: str | os.PathLike, split: str) -> list[CaptionItem]:
+    """Clotho v2.1 as laid out by `audiocap download clotho`:
+    `root/clotho_captions_<split>.csv` and the audio in `root/audio/<split>/`."""
+    if split not in CLOTHO_SPLITS:
+        raise DataError(f"unknown Clotho split {split!r}; choose one of: {', '.join(CLOTHO_SPLITS)}")
+    root = Path(root)
+    return load_captions_csv(root / f"clotho_captions_{split}.csv", root / "audio" / split)
+
+
+def audiocaps(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list[CaptionItem]:
+    """AudioCaps clips with all their captions, in order of first appearance in the CSV.
+
+    The audio of clip `youtube_id` is the file in `audio_dir` whose name without extension is
+    the youtube id (any of `AUDIO_EXTENSIONS`); a missing file is given the `.wav` name so that
+    validation can report it.
+    """
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    columns, rows = _read_rows(csv_path)
+    if not {"youtube_id", "caption"} <= set(columns):
+        raise DataError(
+            f"{csv_path}: expected AudioCaps columns audiocap_id,youtube_id,start_time,caption, "
+            f"found {','.join(columns) or 'none'}"
+        )
+    captions: dict[str, list[str]] = defaultdict(list)  # dicts keep insertion order: CSV order
+    for row in rows:
+        captions[row["youtube_id"]].append((row["caption"] or "").strip())
+    audio_by_id = _audio_files_by_stem(audio_dir)
+    return [
+        CaptionItem(key=yid, audio_path=audio_by_id.get(yid, audio_dir / f"{yid}.wav"), captions=caps)
+        for yid, caps in captions.items()
+    ]
+
+
+def _audio_files_by_stem(audio_dir: Path) -> dict[str, Path]:
+    # one directory listing instead of probing every extension for each of ~50k clips
+    if not audio_dir.is_dir():
+        return {}
+    return {
+        Path(entry.name).stem: Path(entry.path)
+        for entry in os.scandir(audio_dir)
+        if entry.name.lower().endswith(AUDIO_EXTENSIONS)
+    }

@@ -1,0 +1,206 @@
+"""Verified, resumable downloads of Clotho v2.1 and the PANNs checkpoints from Zenodo.
+
+A file is fetched into `<name>.part`, resumed with an HTTP Range request when a transfer is cut,
+checked against its md5 and only then renamed to `<name>`; a file already present is kept
+if its md5 matches and fetched again if not. So an interrupted or repeated
+`audiocap download` does the least work that leaves every file verified.
+
+The md5 of each file comes from the Zenodo record's metadata (`/api/records/<id>`,
+`files[].checksum`), which is the publisher's own statement; the constants pinned below, copied
+from third-party manifests, are used only when the record cannot be read (an offline mirror).
+The base URL is `--base-url`, else `$AUDIOCAP_DOWNLOAD_BASE_URL`, else https://zenodo.org; a
+mirror serves `<base>/records/<id>/files/<name>` (and ideally `<base>/api/records/<id>`).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from audiocap.errors import DownloadError
+
+DEFAULT_BASE_URL = "https://zenodo.org"
+BASE_URL_ENV = "AUDIOCAP_DOWNLOAD_BASE_URL"
+CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ZenodoRecord:
+    record_id: int
+    pinned_md5: dict[str, str]  # file name -> md5 as third-party manifests list it
+
+
+TARGETS = {
+    "clotho": ZenodoRecord(4783391, {
+        "clotho_audio_development.7z": "c8b05bc7acdb13895bb3c6a29608667e",
+        "clotho_audio_validation.7z": "7dba730be08bada48bd15dc4e668df59",
+        "clotho_audio_evaluation.7z": "4569624ccadf96223f19cb59fe4f849f",
+        "clotho_captions_development.csv": "d4090b39ce9f2491908eebf4d5b09bae",
+        "clotho_captions_validation.csv": "5879e023032b22a2c930aaa0528bead4",
+        "clotho_captions_evaluation.csv": "1b16b9e57cf7bdb7f13a13802aeb57e2",
+        "clotho_metadata_development.csv": "170d20935ecfdf161ce1bb154118cda5",
+        "clotho_metadata_validation.csv": "2e010427c56b1ce6008b0f03f41048ce",
+        "clotho_metadata_evaluation.csv": "13946f054d4e1bf48079813aac61bf77",
+    }),
+    "panns-cnn10": ZenodoRecord(3987831, {"Cnn10_mAP=0.380.pth": "bfb1f1f9968938fa8ef4012b8471f5f6"}),
+    "panns-cnn14": ZenodoRecord(3987831, {"Cnn14_mAP=0.431.pth": "541141fa2ee191a88f24a3219fff024e"}),
+}
+
+
+def md5sum(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
+
+
+def fetch(url: str, dest: Path, md5: str | None = None, progress: bool = True, attempts: int = 5) -> Path:
+    """Download `url` to `dest`, resuming cut transfers; a verified `dest` is not fetched again."""
+    dest = Path(dest)
+    if dest.exists():
+        if md5 is None or md5sum(dest) == md5:
+            return dest
+        print(f"{dest}: md5 does not match {md5}; fetching it again", file=sys.stderr)
+        dest.unlink()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    restarted = False
+    for attempt in range(attempts):
+        try:
+            _transfer(url, part, progress)
+        except (OSError, http.client.HTTPException) as err:  # network trouble: resume on the next attempt
+            problem = f"{type(err).__name__}: {err}"
+            time.sleep(min(2**attempt - 1, 30))  # retry at once, then back off
+            continue
+        if md5 is None or (got := md5sum(part)) == md5:
+            os.replace(part, dest)
+            return dest
+        part.unlink()  # resuming cannot repair corrupt bytes: start over, once
+        if restarted:
+            raise DownloadError(f"{url}: md5 {got} twice in a row, expected {md5}; the server holds another "
+                                "file than the published one: check --base-url or the record")
+        restarted, problem = True, f"md5 {got}, expected {md5}"
+    raise DownloadError(
+        f"{url}: download failed after {attempts} attempts ({problem}); "
+        f"run the command again to resume, or try a mirror with --base-url / ${BASE_URL_ENV}"
+    )
+
+
+def _transfer(url: str, part: Path, progress: bool) -> None:
+    """One HTTP request that appends to `part` from where it stops; raises if the transfer is cut."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "audiocap", **({"Range": f"bytes={offset}-"} if offset else {})}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    except urllib.error.HTTPError as err:
+        if err.code == 416:  # nothing left past `offset`: the part is whole (its md5 will tell)
+            return
+        if err.code < 500:  # retrying will not help
+            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}; check the URL or --base-url") from None
+        raise
+    with response:
+        if response.status != 206 or not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            offset = 0  # the server sent the whole file
+        remaining = response.length  # None when the server does not say
+        total = None if remaining is None else offset + remaining
+        received = 0
+        with open(part, "ab" if offset else "wb") as f, tqdm(
+            total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=part.name.removesuffix(".part"), disable=not progress, leave=False,
+        ) as bar:
+            while chunk := response.read(CHUNK_BYTES):
+                f.write(chunk)
+                bar.update(len(chunk))
+                received += len(chunk)
+    if remaining is not None and received < remaining:
+        raise ConnectionError(f"transfer cut after {offset + received} of {total} bytes")
+
+
+def record_checksums(base_url: str, record_id: int) -> dict[str, str]:
+    """md5 of each file as the Zenodo record's metadata publishes it; {} if it cannot be read."""
+    url = f"{base_url}/api/records/{record_id}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "audiocap"}), timeout=30) as r:
+            files = json.load(r)["files"]
+        return {f["key"]: f["checksum"].removeprefix("md5:") for f in files if f["checksum"].startswith("md5:")}
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError, AttributeError) as err:
+        print(f"warning: cannot read checksums from {url} ({err}); using the pinned md5s", file=sys.stderr)
+        return {}
+
+
+def download_record(record: ZenodoRecord, dest: Path, base_url: str = DEFAULT_BASE_URL,
+                    progress: bool = True) -> dict[str, Path]:
+    """Fetch every file of `record` into `dest`, each verified against the record's published md5."""
+    base_url = base_url.rstrip("/")
+    published = record_checksums(base_url, record.record_id)
+    paths = {}
+    for name, pinned in record.pinned_md5.items():
+        md5 = published.get(name, pinned)
+        if md5 != pinned:
+            print(f"note: record {record.record_id} publishes md5 {md5} for {name} (pinned {pinned}); "
+                  "using the record's", file=sys.stderr)
+        url = f"{base_url}/records/{record.record_id}/files/{urllib.parse.quote(name, safe='=')}?download=1"
+        paths[name] = fetch(url, dest / name, md5, progress)
+    return paths
+
+
+def extract_7z(archive: Path, into: Path) -> None:
+    """Extract once: a marker naming the archive's size and mtime skips extraction on later runs
+    (re-hashing gigabytes that `fetch` has just verified would double the time of a no-op run)."""
+    import py7zr
+
+    marker = into / f".{archive.name}.extracted"
+    stat = archive.stat()
+    identity = f"{stat.st_size} {stat.st_mtime_ns}"
+    if marker.exists() and marker.read_text() == identity:
+        return
+    into.mkdir(parents=True, exist_ok=True)
+    try:
+        with py7zr.SevenZipFile(archive) as z:
+            z.extractall(path=into)
+    except py7zr.exceptions.ArchiveError as err:
+        raise DownloadError(f"{archive}: cannot extract ({err}); delete it and download again") from None
+    marker.write_text(identity)  # written last: a killed extraction is redone
+
+
+def download_clotho(dest: Path, base_url: str = DEFAULT_BASE_URL, progress: bool = True) -> None:
+    """Clotho v2.1 in the layout `datasets.clotho` reads: CSVs in `dest`, audio in `dest/audio/<split>/`."""
+    paths = download_record(TARGETS["clotho"], dest, base_url, progress)
+    for name, path in paths.items():
+        if name.endswith(".7z"):  # each archive holds one folder named after its split
+            extract_7z(path, dest / "audio")
+
+
+def configure_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", choices=[*TARGETS, "spice"], help="what to download")
+    parser.add_argument("--dest", type=Path, help="destination folder (default: ~/.cache/audiocap/TARGET; "
+                                                  "for spice, $AUDIOCAP_SPICE_HOME if set)")
+    parser.add_argument("--base-url", help=f"mirror or proxy to download from (default: ${BASE_URL_ENV}, "
+                                           f"else {DEFAULT_BASE_URL} for datasets and checkpoints)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV)
+    if args.target == "spice":  # jars come from their own hosts unless a mirror is given
+        from audiocap.metrics.spice import default_spice_home, download_spice
+
+        dest = download_spice(args.dest or default_spice_home(), base_url)
+    else:
+        dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
+        base_url = base_url or DEFAULT_BASE_URL
+        if args.target == "clotho":
+            download_clotho(dest, base_url, progress=not args.no_progress)
+        else:
+            download_record(TARGETS[args.target], dest, base_url, progress=not args.no_progress)
+    print(f"{args.target}: verified in {dest}")
+    return 0

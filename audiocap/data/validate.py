@@ -1,0 +1,128 @@
+"""Check a dataset before training: every row's audio exists and decodes, no duplicate rows, no
+empty captions. All problems are collected and reported together, with counts, so one run of
+`audiocap validate` shows everything to fix instead of failing on the first bad file.
+
+Training calls `check_items(items, skip_bad)`: it refuses to start on a bad dataset unless told
+to skip the bad rows, in which case it trains on `Report.usable(items)`.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from audiocap.data.datasets import CaptionItem, audiocaps, load_captions_csv
+from audiocap.errors import AudioLoadError, DataError
+
+
+@dataclass
+class Report:
+    n_items: int
+    missing: list[CaptionItem] = field(default_factory=list)
+    corrupt: list[tuple[CaptionItem, str]] = field(default_factory=list)  # (item, why it does not decode)
+    duplicates: dict[str, int] = field(default_factory=dict)  # key -> number of rows with it
+    empty_captions: list[tuple[CaptionItem, list[int]]] = field(default_factory=list)  # 1-based caption numbers
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.corrupt or self.duplicates or self.empty_captions)
+
+    def summary(self) -> str:
+        lines = [f"{self.n_items} items: {len(self.missing)} missing audio, {len(self.corrupt)} corrupt audio, "
+                 f"{len(self.duplicates)} duplicated keys, {len(self.empty_captions)} with empty captions"]
+        lines += [f"  missing audio: {item.key} (expected at {item.audio_path})" for item in self.missing]
+        lines += [f"  corrupt audio: {item.key} ({reason})" for item, reason in self.corrupt]
+        lines += [f"  duplicate: {key} appears in {n} rows" for key, n in self.duplicates.items()]
+        lines += [f"  empty captions: {item.key} caption(s) {', '.join(map(str, numbers))}"
+                  for item, numbers in self.empty_captions]
+        return "\n".join(lines)
+
+    def usable(self, items: list[CaptionItem]) -> list[CaptionItem]:
+        """What training can use: rows with readable audio, the first row of each duplicated key,
+        and only the non-empty captions (a row left with none is dropped)."""
+        bad_audio = {id(item) for item in self.missing} | {id(item) for item, _ in self.corrupt}
+        seen: set[str] = set()
+        kept = []
+        for item in items:
+            captions = [c for c in item.captions if c]
+            if id(item) in bad_audio or item.key in seen or not captions:
+                continue
+            seen.add(item.key)
+            kept.append(CaptionItem(item.key, item.audio_path, captions))
+        return kept
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why `path` does not decode to audio, or None if it does (the whole file is decoded:
+    a truncated file often has a valid header)."""
+    from audiocap.audio import load_audio
+
+    try:
+        if load_audio(path).size == 0:
+            return f"{path}: no audio samples"
+    except AudioLoadError as err:
+        return str(err)
+    return None
+
+
+def validate_items(items: list[CaptionItem], progress: bool = False, workers: int = 4) -> Report:
+    report = Report(n_items=len(items))
+    counts = Counter(item.key for item in items)
+    report.duplicates = {key: n for key, n in counts.items() if n > 1}
+    for item in items:
+        if numbers := [i for i, caption in enumerate(item.captions, 1) if not caption.strip()]:
+            report.empty_captions.append((item, numbers))
+    present = []
+    for item in items:
+        (present if item.audio_path.is_file() else report.missing).append(item)
+    # libsndfile releases the GIL, so threads overlap disk reads and decoding
+    with ThreadPoolExecutor(workers) as pool:
+        problems = pool.map(decode_problem, [item.audio_path for item in present])
+        for item, problem in tqdm(zip(present, problems), total=len(present), desc="decoding audio",
+                                  unit="file", disable=not progress):
+            if problem:
+                report.corrupt.append((item, problem))
+    return report
+
+
+def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True) -> list[CaptionItem]:
+    """The items to train on: all of them if valid; else the usable ones if `skip_bad`, else raise."""
+    report = validate_items(items, progress=progress)
+    if report.ok:
+        return items
+    if not skip_bad:
+        raise DataError(f"dataset has problems; fix them or pass the option that skips bad rows\n{report.summary()}")
+    usable = report.usable(items)
+    print(f"warning: skipping bad rows, training on {len(usable)} of {len(items)} items\n{report.summary()}",
+          file=sys.stderr)
+    return usable
+
+
+def load_items(csv_path: Path, audio_dir: Path) -> list[CaptionItem]:
+    """A captions CSV (`file_name,caption_1..`) or an AudioCaps CSV, told apart by its header."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+    except OSError as err:
+        raise DataError(f"{csv_path}: cannot read ({err.strerror}); check the path") from None
+    return audiocaps(csv_path, audio_dir) if "youtube_id" in header else load_captions_csv(csv_path, audio_dir)
+
+
+def configure_validate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("csv", type=Path, help="captions CSV (file_name,caption_1..N) or AudioCaps CSV")
+    parser.add_argument("--audio-dir", type=Path, help="folder of the audio files (default: the CSV's folder)")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    items = load_items(args.csv, args.audio_dir or args.csv.parent)
+    report = validate_items(items, progress=sys.stderr.isatty(), workers=args.workers)
+    print(report.summary())
+    return 0 if report.ok else 1
