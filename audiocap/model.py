@@ -136,6 +136,9 @@ class CaptionDecoder(nn.Module):
         super().__init__()
         d = dims.d_model
         self.token_embedding = nn.Embedding(dims.n_vocab, d)
+        # GPT-2's init: with tied output weights, nn.Embedding's default (std 1) would start the
+        # cross-entropy near 50 instead of near ln(V).
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.positional_embedding = nn.Parameter(torch.empty(dims.max_caption_tokens, d).normal_(std=0.02))
         self.dropout = nn.Dropout(dims.dropout)
         self.blocks = nn.ModuleList(

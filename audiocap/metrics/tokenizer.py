@@ -118,20 +118,28 @@ def ptb_tokens(line: str) -> list[str]:
 # and separate "," and "." tokens, which the punctuation list removes. Two rules can still
 # change such a caption, and send it down the full lexer instead:
 # - a period that belongs to the word before it (an abbreviation, `_ends_in_abbreviation`);
-# - assimilations, which split a word ("cannot" -> "can not", "gonna" -> "gon na").
-_PLAIN = re.compile(r"(?: *(?:[A-Za-z0-9]+[,.]?|[,.])(?= |\Z))* *")
-_WORD_BEFORE_PERIOD = re.compile(r"([A-Za-z0-9]+)\.")
-_ASSIMILATION = re.compile(r"(?i)\b(?:cannot|(?:gon|wan|got|lem|gim)(?:na|ta|me))")
+# - assimilations, which split a word ("cannot" -> "can not", "gonna" -> "gon na"); we look for
+#   their letters anywhere, not only at a word's start, which is cheaper and only errs on the
+#   side of the full lexer.
+_PLAIN_CHARACTERS = re.compile(r"[A-Za-z0-9 ,.]*")
+_PUNCTUATION_INSIDE = re.compile(r"[,.](?! |\Z)")
+_ASSIMILATION = re.compile(r"(?:can|gon|wan|got|lem|gim)(?:not|na|ta|me)")
 
 
 def _plain_tokens(caption: str) -> str | None:
     """The tokenized caption if it is plain (see above), else None."""
-    if not _PLAIN.fullmatch(caption) or _ASSIMILATION.search(caption):
+    if not _PLAIN_CHARACTERS.fullmatch(caption) or _PUNCTUATION_INSIDE.search(caption):
         return None
-    for word in _WORD_BEFORE_PERIOD.finditer(caption):
-        if _ends_in_abbreviation(word[1], caption[word.end():]):
+    lower = caption.lower()
+    if _ASSIMILATION.search(lower):
+        return None
+    end = 0
+    for piece in caption.split(".")[:-1]:
+        end += len(piece) + 1  # caption[end:] follows this period
+        word = piece.rpartition(" ")[2]
+        if word and _ends_in_abbreviation(word, caption[end:]):
             return None
-    return " ".join(caption.lower().replace(",", " ").replace(".", " ").split())
+    return " ".join(lower.replace(",", " ").replace(".", " ").split())
 
 
 @lru_cache(maxsize=1 << 18)
