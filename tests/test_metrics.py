@@ -18,9 +18,9 @@ from audiocap.errors import MetricError
 from audiocap.metrics import evaluate, score
 from audiocap.metrics.bleu import bleu
 from audiocap.metrics.cider import cider_d
-from audiocap.metrics.rouge import rouge_l
+from audiocap.metrics.rouge import lcs_lengths, rouge_l
 from audiocap.metrics.spice import SpiceOptions, find_spice, parse_spice_output
-from audiocap.metrics.tokenizer import tokenize
+from audiocap.metrics.tokenizer import PUNCTUATIONS, _plain_tokens, ptb_tokens, tokenize
 
 pycocoevalcap = pytest.importorskip("pycocoevalcap.bleu.bleu")
 from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
@@ -71,6 +71,53 @@ def test_tokenizer_matches_java_on_every_caption(java_tokens):
     mismatches = [(c, j, tokenize(c)) for c, j in java_tokens.items() if tokenize(c) != j]
     assert not mismatches, f"{len(mismatches)} mismatches, e.g. {mismatches[:5]}"
     assert len(java_tokens) > 80_000
+
+
+def test_plain_caption_fast_path_equals_full_lexer(all_captions):
+    """The fast path (plain captions) gives the full lexer's tokens wherever it applies."""
+    plain = {c: _plain_tokens(c) for c in all_captions}
+    full = {c: " ".join(t for t in (t.lower() for t in ptb_tokens(c)) if t not in PUNCTUATIONS)
+            for c, tokens in plain.items() if tokens is not None}
+    assert [c for c in full if plain[c] != full[c]] == []
+    assert len(full) > 0.95 * len(all_captions)  # and it does apply to nearly all captions
+    assert _plain_tokens("I can not, cannot.") is None and _plain_tokens("St. Mark rings no. 5") is None
+
+
+def test_bit_parallel_lcs_on_sequences_longer_than_a_machine_word():
+    def lcs(a, b):  # the textbook dynamic programme
+        row = [0] * (len(b) + 1)
+        for x in a:
+            diagonal, row[0] = 0, 0
+            for j, y in enumerate(b, start=1):
+                diagonal, row[j] = row[j], diagonal + 1 if x == y else max(row[j], row[j - 1])
+        return row[-1]
+
+    rng = np.random.default_rng(0)
+    pairs = [(rng.integers(1, 4, rng.integers(0, 150)), rng.integers(1, 4, rng.integers(0, 150))) for _ in range(50)]
+    pairs += [(np.array([1] * 64), np.array([1] * 64)), (np.array([2] * 65), np.array([2] * 130))]
+
+    def padded(sequences):
+        out = np.zeros((len(sequences), max(len(s) for s in sequences)), dtype=np.int64)
+        for row, s in zip(out, sequences):
+            row[: len(s)] = s
+        return out
+
+    expected = [lcs(list(a), list(b)) for a, b in pairs]
+    assert list(lcs_lengths(padded([a for a, _ in pairs]), padded([b for _, b in pairs]))) == expected
+
+
+def test_bleu_cider_with_a_vocabulary_too_large_for_plain_int64_ngram_codes():
+    """60,000 distinct words: 4-gram codes overflow int64 and are renumbered on the way."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(60_000)]
+    captions = [" ".join(words[i * 20:(i + 1) * 20]) for i in range(3000)]
+    common = [" ".join(rng.choice(words[:50], 8)) for _ in range(3000)]  # shared n-grams to match
+    candidates = [f"{a} {b}" for a, b in zip(captions[:600], common[:600])]
+    references = [[f"{captions[600 + 4 * i + k]} {common[600 + 4 * i + k]}" for k in range(4)] for i in range(600)]
+    res, gts = {i: [c] for i, c in enumerate(candidates)}, dict(enumerate(references))
+    np.testing.assert_allclose(bleu(candidates, references).corpus, Bleu(4).compute_score(gts, res, verbose=0)[0],
+                               rtol=0, atol=1e-9)
+    assert abs(cider_d(candidates, references)[0] - Cider().compute_score(gts, res)[0]) < 1e-9
 
 
 def _cases(shared_data, clotho_validation):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audiocap.metrics.ngrams import NgramTable, count_ngrams, lookup
+from audiocap.metrics.ngrams import NgramTable, count_ngrams, group_references, run_starts
 
 TINY, SMALL = 1e-15, 1e-9  # the toolkit's guards against 0/0 (they shift scores by ~1e-9)
 
@@ -22,27 +22,29 @@ class BleuResult:
     per_clip: np.ndarray  # (clips, max_n)
 
 
-def closest_reference_length(candidate_length: int, reference_lengths: list[int]) -> int:
-    return min((abs(length - candidate_length), length) for length in reference_lengths)[1]
+def closest_reference_lengths(candidate_lengths: np.ndarray, reference_lengths: np.ndarray,
+                              reference_clip: np.ndarray) -> np.ndarray:
+    """Per clip, the reference length closest to the candidate's (the shorter one on ties).
+
+    `reference_clip` is sorted and names every clip at least once."""
+    # Minimize (|difference|, length) lexicographically, as one integer per reference.
+    scale = int(reference_lengths.max(initial=0)) + 1
+    distance = np.abs(reference_lengths - candidate_lengths[reference_clip])
+    best = np.minimum.reduceat(distance * scale + reference_lengths, np.flatnonzero(run_starts(reference_clip)))
+    return best % scale
 
 
-def clipped_matches(table: NgramTable, clip_of_caption: np.ndarray, num_clips: int, max_n: int) -> np.ndarray:
+def clipped_matches(table: NgramTable, reference_clip: np.ndarray, max_n: int) -> np.ndarray:
     """(clips, max_n) candidate n-gram counts clipped by their maximum count in any reference."""
-    is_candidate = clip_of_caption < 0  # candidates are marked -1 - clip
-    candidate_clip = -1 - clip_of_caption
-    ref = ~is_candidate[table.caption]
-    ref_key = clip_of_caption[table.caption[ref]] * table.num_grams + table.gram[ref]
-    order = np.argsort(ref_key, kind="stable")
-    ref_key, ref_count = ref_key[order], table.count[ref][order]
-    group_starts = np.flatnonzero(np.r_[True, ref_key[1:] != ref_key[:-1]])
-    max_ref_key = ref_key[group_starts]
-    max_ref_count = np.maximum.reduceat(ref_count, group_starts) if len(ref_key) else ref_count
-
-    cand = ~ref
-    clip = candidate_clip[table.caption[cand]]
-    allowed = lookup(max_ref_key, max_ref_count, clip * table.num_grams + table.gram[cand])
-    matches = np.minimum(table.count[cand], allowed)
-    flat = np.bincount(clip * max_n + table.order[cand] - 1, weights=matches, minlength=num_clips * max_n)
+    num_clips = len(table.lengths) - len(reference_clip)
+    groups = group_references(table, reference_clip)
+    reference_count = table.count[groups.is_reference]
+    max_count = np.maximum.reduceat(reference_count, groups.starts) if len(groups.starts) else reference_count
+    max_count = np.append(max_count, 0)  # so that group -1 (in no reference) allows 0
+    candidate = ~groups.is_reference
+    clip = table.caption[candidate]
+    matches = np.minimum(table.count[candidate], max_count[groups.candidate_group])
+    flat = np.bincount(clip * max_n + table.order[candidate] - 1, weights=matches, minlength=num_clips * max_n)
     return flat.reshape(num_clips, max_n)
 
 
@@ -54,24 +56,17 @@ def bleu(
     `table` may hold the n-gram counts of `candidates + flattened references`, shared with CIDEr-D.
     """
     num_clips = len(candidates)
-    clip_of_caption = np.array(
-        [-1 - i for i in range(num_clips)] + [i for i, refs in enumerate(references) for _ in refs], dtype=np.int64
-    )
+    reference_clip = np.repeat(np.arange(num_clips), [len(refs) for refs in references])
     table = table if table is not None else count_ngrams(candidates + [r for refs in references for r in refs], max_n)
-    correct = clipped_matches(table, clip_of_caption, num_clips, max_n)
+    correct = clipped_matches(table, reference_clip, max_n)
     candidate_lengths = table.lengths[:num_clips]
     guess = np.maximum(0, candidate_lengths[:, None] - np.arange(max_n)[None, :]).astype(np.float64)
-
-    reference_lengths = np.split(table.lengths[num_clips:], np.cumsum([len(r) for r in references])[:-1])
-    effective_lengths = np.array(
-        [closest_reference_length(int(c), list(r)) for c, r in zip(candidate_lengths, reference_lengths)],
-        dtype=np.float64,
-    )
+    effective_lengths = closest_reference_lengths(candidate_lengths, table.lengths[num_clips:], reference_clip)
 
     # Per clip: the geometric mean of precisions 1..k, accumulated in the toolkit's order.
     per_clip = np.cumprod((correct + TINY) / (guess + SMALL), axis=1) ** (1.0 / np.arange(1, max_n + 1))
     ratio = (candidate_lengths + TINY) / (effective_lengths + SMALL)
-    brevity = np.array([math.exp(1 - 1 / r) if r < 1 else 1.0 for r in ratio])
+    brevity = np.exp(1 - 1 / np.minimum(ratio, 1.0))  # exp(0) = 1 when the candidate is long enough
     per_clip = per_clip * brevity[:, None]
 
     corpus, product = [], 1.0

@@ -11,11 +11,9 @@ the token-count difference unless a caption is empty; we keep its definition.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from audiocap.metrics.ngrams import NgramTable, count_ngrams, lookup, unique
+from audiocap.metrics.ngrams import NgramTable, count_ngrams, group_references, run_starts
 
 SIGMA = 6.0
 
@@ -32,32 +30,28 @@ def cider_d(
     refs_per_clip = np.array([len(r) for r in references], dtype=np.int64)
     reference_clip = np.repeat(np.arange(num_clips, dtype=np.int64), refs_per_clip)
     table = table if table is not None else count_ngrams(candidates + [r for refs in references for r in refs], max_n)
-    is_reference = table.caption >= num_clips
+    groups = group_references(table, reference_clip)
+    is_reference = groups.is_reference
 
     # Document frequency: in how many clips' reference sets each n-gram occurs.
-    clip_gram = unique(reference_clip[table.caption[is_reference] - num_clips] * table.num_grams + table.gram[is_reference])
-    document_frequency = np.bincount(clip_gram % table.num_grams, minlength=table.num_grams)
+    document_frequency = np.bincount(table.gram[is_reference][groups.starts], minlength=table.num_grams)
     log_num_clips = np.log(float(num_clips))
     weight = table.count * (log_num_clips - np.log(np.maximum(1.0, document_frequency[table.gram])))
 
     num_captions = len(table.lengths)
     slot = table.caption * max_n + table.order - 1
     norm = np.sqrt(np.bincount(slot, weights=weight**2, minlength=num_captions * max_n)).reshape(-1, max_n)
-    bigrams = np.bincount(table.caption, weights=(table.order == 2) * table.count, minlength=num_captions)
+    bigrams = np.maximum(table.lengths - 1, 0)  # bigrams per caption, repeats included
 
-    # Clipped dot product over the n-grams each reference shares with its clip's candidate.
-    candidate_rows = ~is_reference
-    candidate_key = table.caption[candidate_rows] * table.num_grams + table.gram[candidate_rows]
-    order = np.argsort(candidate_key)
-    ref_caption = table.caption[is_reference]
-    ref_weight = weight[is_reference]
-    candidate_weight = lookup(
-        candidate_key[order], weight[candidate_rows][order],
-        reference_clip[ref_caption - num_clips] * table.num_grams + table.gram[is_reference],
-    )
+    # Clipped dot product over the n-grams each reference shares with its clip's candidate:
+    # every candidate row hands its weight to its group (candidates in no group write to the
+    # extra last slot, which no reference reads).
+    group_weight = np.zeros(len(groups.starts) + 1)
+    group_weight[groups.candidate_group] = weight[~is_reference]
+    reference_weight = weight[is_reference]
     dot = np.bincount(
-        (ref_caption - num_clips) * max_n + table.order[is_reference] - 1,
-        weights=np.minimum(candidate_weight, ref_weight) * ref_weight,
+        slot[is_reference] - num_clips * max_n,
+        weights=np.minimum(group_weight[groups.group], reference_weight) * reference_weight,
         minlength=len(reference_clip) * max_n,
     ).reshape(-1, max_n)
 
@@ -66,10 +60,9 @@ def cider_d(
     nonzero = (candidate_norm != 0) & (reference_norm != 0)
     similarity = np.where(nonzero, dot / np.where(nonzero, candidate_norm * reference_norm, 1.0), dot)
     delta = bigrams[reference_clip] - bigrams[num_clips:]
-    penalty = np.array([math.e ** (-(d**2) / (2 * sigma**2)) for d in delta])
-    similarity = similarity * penalty[:, None]
+    similarity = similarity * np.exp(-(delta**2) / (2 * sigma**2))[:, None]
 
-    summed = np.zeros((num_clips, max_n))
-    np.add.at(summed, reference_clip, similarity)
+    # Every clip has ≥ 1 reference and they are adjacent, so per-clip sums are one reduceat.
+    summed = np.add.reduceat(similarity, np.flatnonzero(run_starts(reference_clip)), axis=0)
     scores = summed.mean(axis=1) / refs_per_clip * 10.0
     return float(np.mean(scores)), scores

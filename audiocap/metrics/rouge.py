@@ -6,45 +6,55 @@ from __future__ import annotations
 
 import numpy as np
 
+from audiocap.metrics.ngrams import token_ids
+
 BETA = 1.2
+WORD = 64  # bits per machine word of the bit-parallel LCS
 
 
-def lcs_lengths(first: list[list[int]], second: list[list[int]]) -> np.ndarray:
-    """Longest-common-subsequence length of each pair (first[p], second[p]), all pairs at once.
+def lcs_lengths(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Longest-common-subsequence length of each pair of rows (first[p], second[p]), all at once.
 
-    Row i of the dynamic programme is max(row i-1 shifted and +1 on matches, row i-1),
-    carried forward by a running maximum along the row (the `lengths[i][j-1]` term).
+    Rows hold token ids (≥ 1), padded at the end with 0. Bit-parallel LCS
+    (Allison & Dix, 1986; Hyyrö, 2004): bit j of V is 0 where row i of the dynamic programme
+    steps up at column j, so the LCS is the number of 0 bits, and one row of the programme is
+    V ← (V + (V & M)) | (V & ~M), with M the positions in `second` of the token first[p, i].
+    Rows longer than 64 tokens span several words, the addition carrying from one to the next.
+    Bits beyond the end of `second` never match, so they stay 1 and need no masking.
     """
-    pairs = len(first)
-    width = max((len(s) for s in second), default=0)
-    height = max((len(f) for f in first), default=0)
-    columns = np.full((pairs, width), -1, dtype=np.int64)  # -1/-2 padding never matches
-    rows = np.full((pairs, height), -2, dtype=np.int64)
-    for p, (f, s) in enumerate(zip(first, second)):
-        rows[p, : len(f)] = f
-        columns[p, : len(s)] = s
-    previous = np.zeros((pairs, width + 1), dtype=np.int64)
-    for i in range(height):
-        match = rows[:, i : i + 1] == columns
-        current = np.maximum(previous[:, 1:], previous[:, :-1] + match)
-        previous = np.concatenate([previous[:, :1], np.maximum.accumulate(current, axis=1)], axis=1)
-    return previous[np.arange(pairs), [len(s) for s in second]]
+    pairs, width = second.shape
+    words = max(1, -(-width // WORD))
+    second = np.where(second > 0, second, -1)  # padding of `second` must not match padding of `first`
+    bits = np.zeros((pairs, words * WORD // 8), dtype=np.uint8)  # bytes past `width` stay 0: no match
+    v = np.full((pairs, words), np.iinfo(np.uint64).max, dtype=np.uint64)
+    for i in range(first.shape[1]):
+        # Little-endian bit and byte order: bit j of word w is column 64 w + j.
+        packed = np.packbits(first[:, i : i + 1] == second, axis=1, bitorder="little")
+        bits[:, : packed.shape[1]] = packed
+        matches = bits.view("<u8")
+        u = v & matches
+        total = v + u
+        if words > 1:  # carry the addition from word to word, as in a multi-word integer
+            carry = np.zeros(pairs, dtype=np.uint64)
+            for w in range(words):
+                total[:, w] = v[:, w] + u[:, w] + carry
+                carry = ((total[:, w] < v[:, w]) | ((total[:, w] == v[:, w]) & (carry == 1))).astype(np.uint64)
+        v = total | (v & ~matches)
+    return words * WORD - np.unpackbits(v.view(np.uint8), axis=1).sum(axis=1, dtype=np.int64)
 
 
 def rouge_l(candidates: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
     """(mean ROUGE-L, per-clip ROUGE-L) of tokenized candidates against tokenized references."""
-    vocabulary: dict[str, int] = {}
+    # The toolkit splits on single spaces: "" is one (empty) token.
+    ids, lengths = token_ids(candidates + [r for refs in references for r in refs], separator=" ")
+    padded = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)  # 0: no token
+    padded[np.arange(padded.shape[1]) < lengths[:, None]] = ids
+    candidate_lengths, reference_lengths = lengths[: len(candidates)], lengths[len(candidates):]
+    reference_clip = np.repeat(np.arange(len(candidates)), [len(refs) for refs in references])
+    lcs = lcs_lengths(padded[len(candidates):], padded[reference_clip])
 
-    def ids(caption: str) -> list[int]:  # the toolkit splits on single spaces: "" is one empty token
-        return [vocabulary.setdefault(t, len(vocabulary)) for t in caption.split(" ")]
-
-    candidate_ids = [ids(c) for c in candidates]
-    pair_candidate = [candidate_ids[i] for i, refs in enumerate(references) for _ in refs]
-    pair_reference = [ids(r) for refs in references for r in refs]
-    lcs = lcs_lengths(pair_reference, pair_candidate)
-
-    precision = lcs / np.array([len(c) for c in pair_candidate], dtype=np.float64)
-    recall = lcs / np.array([len(r) for r in pair_reference], dtype=np.float64)
+    precision = lcs / candidate_lengths[reference_clip]
+    recall = lcs / reference_lengths
     starts = np.cumsum([0] + [len(r) for r in references[:-1]])
     best_precision = np.maximum.reduceat(precision, starts)
     best_recall = np.maximum.reduceat(recall, starts)
