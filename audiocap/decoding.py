@@ -63,10 +63,10 @@ class LogitFilter:
 
 class SuppressTokens(LogitFilter):
     def __init__(self, token_ids: list[int]):
-        self.token_ids = token_ids
+        self.token_ids = torch.tensor(token_ids)  # a tensor index: a Python list is converted on every step
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
-        logits[:, self.token_ids] = -torch.inf
+        logits.index_fill_(1, self.token_ids.to(logits.device), -torch.inf)
 
 
 class MinimumLength(LogitFilter):
@@ -161,7 +161,8 @@ class BeamSearchDecoder:
     def run(self, memory: Tensor, memory_mask: Tensor) -> list[tuple[list[int], float]]:
         eos, K, device = self.tokenizer.eos, self.beam_size, memory.device
         n_audio = memory.shape[0]
-        memory, memory_mask = memory.repeat_interleave(K, dim=0), memory_mask.repeat_interleave(K, dim=0)  # (B*K, ...)
+        # Row i*K + k is beam k of clip i. The memory keeps one row per clip: the decoder lets the K rows of a
+        # clip share it (see MultiHeadAttention.forward) rather than projecting and attending to K copies.
         tokens = torch.full((n_audio * K, 1), self.tokenizer.bos, device=device)  # (B*K, t)
         # All K beams start as the same <bos>: only the first may expand, or the step-0 candidates would repeat.
         sum_logprobs = torch.full((n_audio, K), -torch.inf, device=device)
@@ -226,7 +227,7 @@ def build_logit_filters(tokenizer: Tokenizer, options: DecodingOptions, max_leng
     return filters
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks tensor versions)
 def decode(
     model: AudioCaptioner,
     memory: Tensor,  # (B, T, d) from model.encode

@@ -65,10 +65,20 @@ class MultiHeadAttention(nn.Module):
         return self.split_heads(self.key(source)), self.split_heads(self.value(source))
 
     def forward(self, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
-        """x (B, L, d) attends to keys/values (B, H, S, d/H); mask broadcasts to (B, H, L, S), True = may attend."""
-        q = self.split_heads(self.query(x))
+        """x (B, L, d) attends to keys/values (B_kv, H, S, d/H); mask broadcasts to (B_kv, H, L', S), True = may attend.
+
+        B may be a multiple G of B_kv: then each run of G consecutive rows of x (the beams of one clip) shares
+        one row of keys/values (the clip's memory), and its G*L queries attend to it in one row (L' = G*L), so
+        beam search never copies the memory's keys/values per beam."""
+        q = self.split_heads(self.query(x))  # (B, H, L, d/H)
+        n_rows, n_tokens = q.shape[0], q.shape[2]
+        shared = keys.shape[0] != n_rows
+        if shared:
+            q = q.unflatten(0, (keys.shape[0], -1)).transpose(1, 2).flatten(2, 3)  # (B_kv, H, G*L, d/H)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)  # (B, H, L, d/H)
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, dropout_p=dropout)
+        if shared:
+            y = y.unflatten(2, (-1, n_tokens)).transpose(1, 2).flatten(0, 1)  # (B, H, L, d/H)
         return self.out(y.transpose(1, 2).flatten(2))
 
 
@@ -89,46 +99,70 @@ class ResidualAttentionBlock(nn.Module):
         self,
         x: Tensor,  # (B, L, d)
         mask: Tensor | None,  # self-attention mask, broadcastable to (B, H, L, S)
-        memory_kv: tuple[Tensor, Tensor] | None = None,  # cross-attention keys/values (B, H, T, d/H)
-        memory_mask: Tensor | None = None,  # (B, 1, 1, T)
-        past_kv: tuple[Tensor, Tensor] | None = None,  # self-attention keys/values of earlier tokens
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """Returns the new x and this block's self-attention keys/values including `past_kv` (for caching)."""
+        memory_kv: tuple[Tensor, Tensor] | None = None,  # cross-attention keys/values (B_kv, H, T, d/H)
+        memory_mask: Tensor | None = None,  # (B_kv, 1, 1, T)
+        self_kv_cache: SelfAttentionCache | None = None,  # keys/values of earlier tokens; extended in place
+    ) -> Tensor:
         h = self.attn_ln(x)
         keys, values = self.attn.project_kv(h)
-        if past_kv is not None:
-            keys, values = torch.cat([past_kv[0], keys], dim=2), torch.cat([past_kv[1], values], dim=2)
+        if self_kv_cache is not None:
+            keys, values = self_kv_cache.extend(keys, values)
         x = x + self.residual_dropout(self.attn(h, keys, values, mask))
         if self.cross_attn is not None:
             x = x + self.residual_dropout(self.cross_attn(self.cross_attn_ln(x), *memory_kv, memory_mask))
-        x = x + self.residual_dropout(self.mlp(self.mlp_ln(x)))
-        return x, (keys, values)
+        return x + self.residual_dropout(self.mlp(self.mlp_ln(x)))
 
 
-@dataclass
+class SelfAttentionCache:
+    """One decoder layer's self-attention keys/values of the tokens so far, (N, H, L, d/H), kept in buffers
+    preallocated for `max_tokens` positions: a step writes its own position instead of copying the whole
+    history into a new tensor."""
+
+    def __init__(self, max_tokens: int):
+        self.max_tokens = max_tokens
+        self.length = 0
+        self.keys: Tensor | None = None  # (N, H, max_tokens, d/H), allocated on the first step
+        self.values: Tensor | None = None
+
+    def extend(self, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Store the new tokens' keys/values (N, H, L_new, d/H); return those of all tokens so far."""
+        if self.keys is None:
+            shape = (*keys.shape[:2], self.max_tokens, keys.shape[3])
+            self.keys, self.values = keys.new_empty(shape), values.new_empty(shape)
+        end = self.length + keys.shape[2]
+        self.keys[:, :, self.length : end] = keys
+        self.values[:, :, self.length : end] = values
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def reorder(self, source_rows: Tensor) -> None:
+        used = slice(0, self.length)  # the unused capacity is not worth copying
+        self.keys[:, :, used] = self.keys[source_rows, :, used]
+        self.values[:, :, used] = self.values[source_rows, :, used]
+
+
 class KVCache:
-    """Per decoder layer: self-attention keys/values of the tokens decoded so far, (B, H, L_past, d/H),
-    and cross-attention keys/values of the memory, (B, H, T, d/H), projected once on the first step.
+    """What step-by-step decoding reuses: per decoder layer, the self-attention keys/values of the tokens
+    decoded so far, and the cross-attention keys/values of the memory (B_kv, H, T, d/H) with its attention
+    mask, computed on the first step (later steps ignore the memory passed in).
 
     `AudioCaptioner.decode` fills it in place; with a cache, pass only the new tokens."""
 
-    self_attention: list[tuple[Tensor, Tensor] | None]
-    cross_attention: list[tuple[Tensor, Tensor] | None]
-
-    @classmethod
-    def empty(cls, n_layers: int) -> "KVCache":
-        return cls([None] * n_layers, [None] * n_layers)
+    def __init__(self, n_layers: int, max_tokens: int):
+        self.self_attention = [SelfAttentionCache(max_tokens) for _ in range(n_layers)]
+        self.cross_attention: list[tuple[Tensor, Tensor]] = []  # filled on the first step
+        self.memory_attn_mask: Tensor | None = None
 
     @property
     def length(self) -> int:
         """Tokens already cached = position of the next token."""
-        first_layer = self.self_attention[0]
-        return 0 if first_layer is None else first_layer[0].shape[2]
+        return self.self_attention[0].length
 
     def reorder_beams(self, source_rows: Tensor) -> None:
-        """Row i continues the hypothesis of row source_rows[i] (B,). Beams only move within the rows of
+        """Row i continues the hypothesis of row source_rows[i] (N,). Beams only move within the rows of
         one audio clip, whose memory is the same, so the cross-attention keys/values stay as they are."""
-        self.self_attention = [(k[source_rows], v[source_rows]) for k, v in self.self_attention]
+        for layer in self.self_attention:
+            layer.reorder(source_rows)
 
 
 class CaptionDecoder(nn.Module):
@@ -161,22 +195,28 @@ class CaptionDecoder(nn.Module):
         x = self.token_embedding(tokens) + self.positional_embedding[offset : offset + n_tokens]
         x = self.dropout(x)
 
-        # Token i (at position offset+i) sees positions <= offset+i. Right-padded captions need no key-padding
-        # mask on top: causality already hides every pad from every real token before it.
-        positions = torch.arange(offset + n_tokens, device=tokens.device)
-        causal_mask = positions[None, :] <= (offset + torch.arange(n_tokens, device=tokens.device))[:, None]
-        memory_attn_mask = memory_mask[:, None, None, :]  # (B, 1, 1, T)
+        # Token i (at position offset+i) sees positions <= offset+i, so a single new token sees everything
+        # and a decoding step needs no mask. Right-padded captions need no key-padding mask on top:
+        # causality already hides every pad from every real token before it.
+        causal_mask = None
+        if n_tokens > 1:
+            positions = torch.arange(offset + n_tokens, device=tokens.device)
+            causal_mask = positions[None, :] <= (offset + torch.arange(n_tokens, device=tokens.device))[:, None]
+
+        if kv_cache is None:
+            memory_kv = [block.cross_attn.project_kv(memory) for block in self.blocks]
+            memory_attn_mask = memory_mask[:, None, None, :]  # (B_kv, 1, 1, T)
+        else:
+            if not kv_cache.cross_attention:  # first step: the memory is projected once per clip
+                kv_cache.cross_attention = [block.cross_attn.project_kv(memory) for block in self.blocks]
+                # Without padding no mask is needed, and none lets attention skip the masking work; the check
+                # costs a device sync, paid here once per caption rather than on every training step.
+                kv_cache.memory_attn_mask = None if bool(memory_mask.all()) else memory_mask[:, None, None, :]
+            memory_kv, memory_attn_mask = kv_cache.cross_attention, kv_cache.memory_attn_mask
 
         for i, block in enumerate(self.blocks):
-            if kv_cache is None:
-                memory_kv, past_kv = block.cross_attn.project_kv(memory), None
-            else:
-                if kv_cache.cross_attention[i] is None:
-                    kv_cache.cross_attention[i] = block.cross_attn.project_kv(memory)
-                memory_kv, past_kv = kv_cache.cross_attention[i], kv_cache.self_attention[i]
-            x, self_kv = block(x, causal_mask, memory_kv, memory_attn_mask, past_kv)
-            if kv_cache is not None:
-                kv_cache.self_attention[i] = self_kv
+            self_kv_cache = kv_cache.self_attention[i] if kv_cache is not None else None
+            x = block(x, causal_mask, memory_kv[i], memory_attn_mask, self_kv_cache)
 
         hidden = self.ln(x)
         weight = self.token_embedding.weight if self.output is None else self.output.weight
@@ -207,7 +247,7 @@ class FrameEncoder(nn.Module):
         x = self.dropout(self.projection(frames) + self.positional_embedding[:n_frames])
         key_mask = frame_mask[:, None, None, :]  # (B, 1, 1, T): padded frames are never attended to
         for block in self.blocks:
-            x, _ = block(x, key_mask)
+            x = block(x, key_mask)
         return self.ln_post(x)
 
 
@@ -242,7 +282,7 @@ class AudioCaptioner(nn.Module):
         return self.decoder(tokens, memory, memory_mask, kv_cache)
 
     def new_kv_cache(self) -> KVCache:
-        return KVCache.empty(self.dims.n_decoder_layers)
+        return KVCache(self.dims.n_decoder_layers, self.dims.max_caption_tokens)
 
     def forward(self, frames: Tensor, frame_lengths: Tensor, tokens_in: Tensor, pad_id: int = 0) -> dict[str, Tensor]:
         """Teacher forcing. tokens_in (B, L) = <bos> w_1 .. w_n, right-padded with `pad_id`.

@@ -2,7 +2,8 @@
 
 The whole recipe of Koh, Xue & Chng (ICASSP 2022), top to bottom:
 
-  1. frames of a frozen pretrained audio encoder (PANNs), computed once through the feature cache;
+  1. frames of a frozen pretrained audio encoder (PANNs), computed once through the feature cache
+     (or, with `finetune_encoder`, the encoder runs on waveforms inside the forward pass and trains too);
   2. every (clip, caption) pair is a training example; the vocabulary comes from the training captions;
   3. loss = cross-entropy (label-smoothed) + λ · RLSSR, with SpecAugment (and optionally mixup) on frames;
   4. AdamW, linear warm-up then cosine/linear decay, gradient clipping;
@@ -29,9 +30,13 @@ class TrainConfig:
     out_dir: str = "runs/clotho"
     cache_dir: str = "cache/features"  # encoder frames, computed once per (encoder weights, file)
     skip_bad_items: bool = False  # train on the usable rows of a CSV with missing/corrupt audio
-    # audio encoder: frozen; see `audiocap encoders` for the names
+    # audio encoder; see `audiocap encoders` for the names
     encoder: str = "panns-cnn10"
     encoder_checkpoint: str | None = None
+    # fine-tuning: the encoder trains with the captioner, on waveforms (no feature cache: it runs every step)
+    finetune_encoder: bool = False  # False: frozen, its frames computed once and cached
+    encoder_learning_rate: float | None = None  # None = learning_rate; smaller keeps more of the pretraining
+    crop_seconds: float | None = None  # train on random crops of clips (bounds memory); validation: whole clips
     # captioning model: fields of model.ModelDimensions (input size and vocabulary are filled in)
     model: dict = field(default_factory=dict)
     min_word_count: int = 1
@@ -40,7 +45,7 @@ class TrainConfig:
     rlssr_weight: float = 1.0  # λ; 0 turns RLSSR off (the ablation) and drops the head
     rlssr_loss: str = "l2"  # distance between reconstruction and encoder latent: "l1" or "l2"
     rlssr_stop_gradient: bool = True  # the encoder latent is a fixed target (see model.rlssr_loss)
-    # augmentation of the cached frames
+    # augmentation of the encoder frames
     time_masks: int = 2
     time_mask_width: int = 8
     feature_masks: int = 2
@@ -111,56 +116,67 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from audiocap.encoders import create_encoder
     from audiocap.model import AudioCaptioner, ModelDimensions, rlssr_loss
     from audiocap.tokenizer import Tokenizer
-    from audiocap.training_utils import (load_checkpoint, lr_factor, mixup, rng_state, save_checkpoint,
-                                         set_rng_state, setup_distributed, spec_augment)
+    from audiocap.training_utils import (WaveformPairs, load_checkpoint, lr_factor, mixup, param_groups, rng_state,
+                                         save_checkpoint, set_rng_state, setup_distributed, spec_augment,
+                                         unfreeze_for_finetuning)
 
     ddp = setup_distributed(config.device)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    # ---- data: encoder frames (cached), tokenizer, (clip, caption) pairs
+    # ---- data: tokenizer, (clip, caption) pairs; a clip is its encoder frames (cached), or its waveform
     encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint).freeze()
     train_items, val_items = [
         check_items(load_captions_csv(csv, audio_dir), config.skip_bad_items, progress=ddp.is_main)
         for csv, audio_dir in [(config.train_csv, config.train_audio_dir), (config.val_csv, config.val_audio_dir)]]
-    cache = FeatureCache(config.cache_dir)
-    if ddp.is_main:  # rank 0 fills the cache; the others then read it
-        cache.get_many(encoder, [it.audio_path for it in train_items + val_items], progress=True)
-    ddp.barrier()
-    train_frames = cache.get_many(encoder, [it.audio_path for it in train_items], progress=False)
-    val_frames = cache.get_many(encoder, [it.audio_path for it in val_items], progress=False)
     tokenizer = Tokenizer.build([c for it in train_items for c in it.captions], config.min_word_count)
-
     dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
     n_ctx = dims.max_caption_tokens - 1  # room for <bos> (decoder input) / <eos> (target)
-    train_pairs = [(frames, tokenizer.encode(c)[:n_ctx]) for frames, it in zip(train_frames, train_items)
-                   for c in it.captions if c]
-    val_pairs = [(frames, tokenizer.encode(c)[:n_ctx]) for frames, it in zip(val_frames, val_items)
-                 for c in it.captions if c]
+
+    def pairs(clips, items):  # every (clip, caption) pair is an example
+        return [(clip, tokenizer.encode(c)[:n_ctx]) for clip, it in zip(clips, items) for c in it.captions if c]
+
+    if config.finetune_encoder:  # the encoder changes every step: nothing to cache; validation re-encodes
+        encoder = unfreeze_for_finetuning(encoder.to(ddp.device))
+        train_pairs = WaveformPairs(pairs([it.audio_path for it in train_items], train_items),
+                                    encoder.sample_rate, config.crop_seconds)
+        val_frames = None
+    else:
+        cache = FeatureCache(config.cache_dir)
+        if ddp.is_main:  # rank 0 fills the cache; the others then read it
+            cache.get_many(encoder, [it.audio_path for it in train_items + val_items], progress=True)
+        ddp.barrier()
+        train_pairs = pairs(cache.get_many(encoder, [it.audio_path for it in train_items], progress=False), train_items)
+        val_frames = cache.get_many(encoder, [it.audio_path for it in val_items], progress=False)
     sampler = torch.utils.data.DistributedSampler(  # also used for one process: a fixed order per epoch
         train_pairs, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
     train_loader = torch.utils.data.DataLoader(train_pairs, config.batch_size, sampler=sampler, collate_fn=collate)
-    val_loader = torch.utils.data.DataLoader(val_pairs, config.batch_size, collate_fn=collate)
 
     # ---- model, optimizer, schedule
     model = AudioCaptioner(dims).to(ddp.device)
-    decay, no_decay = [], []  # no weight decay on biases, norms and embeddings' 1-d params
-    for p in model.parameters():
-        (decay if p.dim() >= 2 else no_decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+    groups = param_groups(model, config.learning_rate, config.weight_decay)
+    if config.finetune_encoder:  # its own learning rate: typically smaller, to adapt the pretrained features gently
+        encoder_lr = config.learning_rate if config.encoder_learning_rate is None else config.encoder_learning_rate
+        groups += param_groups(encoder, encoder_lr, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
     total_steps = config.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, config.warmup_steps, total_steps, config.lr_decay, config.min_lr_ratio))
     ddp_model = DistributedDataParallel(model) if ddp.enabled else model
+    ddp_encoder = DistributedDataParallel(encoder) if ddp.enabled and config.finetune_encoder else encoder
     autocast = torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    def encoder_state():  # a frozen encoder is rebuilt from its checkpoint: no copy in every checkpoint
+        return encoder.state_dict() if config.finetune_encoder else None
 
     start_epoch, step, best_score = 0, 0, None
     if resume:
         ckpt = load_checkpoint(out_dir / "last.pt")
         check_same_config(ckpt["config"], dataclasses.asdict(config))
         model.load_state_dict(ckpt["model"])
+        if config.finetune_encoder:
+            encoder.load_state_dict(ckpt["encoder"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         tokenizer = Tokenizer.from_dict(ckpt["tokenizer"])
@@ -176,12 +192,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     for epoch in range(start_epoch, config.epochs):
         # ---- one epoch of training
         ddp_model.train()
+        encoder.train()  # a no-op for a frozen encoder: AudioEncoder keeps it in eval mode
         sampler.set_epoch(epoch)
         progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not ddp.is_main)
         for frames, frame_lengths, tokens_in, tokens_out in progress:
             # frames (B,T,D) · frame_lengths (B,) · tokens_in = <bos> w1..wn, tokens_out = w1..wn <eos>, (B,L)
+            # (when fine-tuning, the batch holds waveforms (B,N) and their lengths in samples instead)
             frames, frame_lengths = frames.to(ddp.device), frame_lengths.to(ddp.device)
             tokens_in, tokens_out = tokens_in.to(ddp.device), tokens_out.to(ddp.device)
+            if config.finetune_encoder:
+                with autocast:
+                    frames, frame_lengths = ddp_encoder(frames, frame_lengths)
             frames = spec_augment(frames, frame_lengths, config.time_masks, config.time_mask_width,
                                   config.feature_masks, config.feature_mask_width)
             if config.mixup_alpha > 0:
@@ -201,7 +222,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 loss = ce + config.rlssr_weight * rl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            # one norm over captioner and encoder (a frozen encoder has no gradients to count)
+            grad_norm = torch.nn.utils.clip_grad_norm_([*model.parameters(), *encoder.parameters()], config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -217,6 +239,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         # ---- validation (rank 0; the other ranks hold identical weights)
         if ddp.is_main:
             model.eval()
+            encoder.eval()
+            if config.finetune_encoder:  # this epoch's encoder, whole clips: as the model file will caption
+                val_frames = [encoder.encode_file(it.audio_path) for it in val_items]
+            val_loader = torch.utils.data.DataLoader(pairs(val_frames, val_items), config.batch_size,
+                                                     collate_fn=collate)
             scores = {"loss": validation_loss(model, val_loader, ddp.device, autocast)}
             if config.val_metrics:
                 from audiocap.metrics import evaluate
@@ -231,7 +258,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             improved = best_score is None or (score > best_score if higher_is_better else score < best_score)
             if improved:
                 best_score = score
-                save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch + 1})
+                save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "encoder": encoder_state(),
+                                                      "epoch": epoch + 1})
             summary = " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch + 1}: {summary}{' (best)' if improved else ''}")
 
@@ -239,7 +267,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         rng = ddp.gather(rng_state())  # every rank's; taken after validation, whose DataLoader draws from it
         if ddp.is_main:
             save_checkpoint(out_dir / "last.pt", {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": model.state_dict(), "encoder": encoder_state(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1, "step": step,
                 "best_score": best_score, "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
             })
@@ -251,7 +279,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         writer.close()
         best = load_checkpoint(out_dir / "best.pt")
         model.load_state_dict(best["model"])
-        model_file.save_model(model_path, model.eval(), tokenizer, encoder, training_info={
+        if config.finetune_encoder:
+            encoder.load_state_dict(best["encoder"])
+        model_file.save_model(model_path, model.eval(), tokenizer, encoder.eval(), training_info={
             "config": dataclasses.asdict(config), "epoch": best["epoch"], config.best_metric: best_score})
         tqdm.write(f"saved {model_path} (best {config.best_metric}={best_score:.4f})")
     ddp.barrier()
@@ -323,7 +353,9 @@ def model_dimensions(config: TrainConfig, ModelDimensions, n_audio_features: int
 def check_same_config(saved: dict, current: dict) -> None:
     from audiocap.errors import ConfigError
 
-    changed = [k for k in current if saved.get(k) != current[k]]
+    # a key added to TrainConfig after the run started is unchanged when it keeps its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    changed = [k for k in current if saved.get(k, defaults.get(k)) != current[k]]
     if changed:
         raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "
                           "resume with the config of the interrupted run, or start a new out_dir")

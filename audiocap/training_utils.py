@@ -1,5 +1,6 @@
-"""Helpers for `train.py` that would only distract from the loop: config loading, augmentation,
-the learning-rate schedule, checkpoint I/O, random-number states and distributed setup."""
+"""Helpers for `train.py` that would only distract from the loop: config loading, waveform examples
+and the encoder's trainable parameters (fine-tuning), augmentation, optimizer groups and the
+learning-rate schedule, checkpoint I/O, random-number states and distributed setup."""
 from __future__ import annotations
 
 import dataclasses
@@ -70,7 +71,63 @@ def _check_type(key: str, value, hint, source: str):
 
 
 # ---------------------------------------------------------------------------------------------
-# augmentation of cached encoder frames
+# fine-tuning the audio encoder: examples are waveforms, the encoder runs in the forward pass
+
+
+class WaveformPairs(torch.utils.data.Dataset):
+    """(audio path, caption ids) pairs served as (waveform (N,) float32 at `sample_rate`, ids).
+
+    The audio is read when a batch needs it: a dataset's waveforms do not fit in memory. With
+    `crop_seconds`, each clip is cut to a random window of that length (a new one every time),
+    which bounds the memory of the encoder's activations. The start is drawn from torch's global
+    generator in the main process (the DataLoader has no workers), so `--resume` restores it."""
+
+    def __init__(self, pairs: list[tuple[Path, list[int]]], sample_rate: int, crop_seconds: float | None = None):
+        self.pairs, self.sample_rate = pairs, sample_rate
+        self.crop_samples = None if crop_seconds is None else max(1, round(crop_seconds * sample_rate))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, list[int]]:
+        from audiocap.audio import load_audio
+
+        path, ids = self.pairs[index]
+        waveform = load_audio(path, self.sample_rate)
+        if self.crop_samples is not None and len(waveform) > self.crop_samples:
+            start = int(torch.randint(0, len(waveform) - self.crop_samples + 1, ()))
+            waveform = waveform[start:start + self.crop_samples]
+        return waveform, ids
+
+
+def unfreeze_for_finetuning(encoder):
+    """Make trainable the encoder parameters that its frames depend on, and only those.
+
+    The others (PANNs' AudioSet tagging head) stay frozen: DDP expects a gradient for every
+    trainable parameter at every step, and `find_unused_parameters=True` would cost an extra
+    graph traversal per step. They are found by one backward pass from a second of silence, in
+    eval mode so that no batch-norm statistic changes and no random number is drawn."""
+    encoder.unfreeze().eval()
+    device = next(encoder.parameters()).device
+    n = encoder.sample_rate
+    frames, _ = encoder(torch.zeros(1, n, device=device), torch.tensor([n], device=device))
+    frames.sum().backward()
+    for p in encoder.parameters():
+        p.requires_grad_(p.grad is not None)
+        p.grad = None
+    return encoder
+
+
+def param_groups(module: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """AdamW groups for `module`'s trainable parameters: weight decay on matrices and kernels, none
+    on biases and norms (their 1-d parameters)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if p.dim() >= 2], "lr": lr, "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "lr": lr, "weight_decay": 0.0}]
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation of encoder frames (cached, or computed in the forward pass when fine-tuning)
 
 
 def spec_augment(frames: torch.Tensor, frame_lengths: torch.Tensor, time_masks: int, time_width: int,

@@ -7,18 +7,28 @@ The captioner has the size of configs/clotho_cnn10_rlssr.yaml with a Clotho-size
 random weights; every caption is forced to `--words` words (Clotho's mean is ~11), so decoding
 does the work a trained model does. `scratch-cnn10` costs exactly what `panns-cnn10` costs.
 Target: beam-3 decoding ≤ 15 % of per-clip time with a Cnn10-sized encoder.
+
+Fairness on a shared machine: every configuration is warmed up once, then all are measured in turn
+`--repeats` times and the median is reported, so a burst of load from other jobs hits every row alike;
+the decoder's share comes from the encoder and decoder times of the same batches. OpenMP threads sleep
+while idle, as in `audiocap caption` (see transcribe.run_caption); with spinning threads, `--threads 2`
+next to a training job measures the scheduler rather than the code.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-import yaml
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as `audiocap caption` does
+
+import torch  # noqa: E402
+import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
@@ -57,8 +67,8 @@ def time_batches(pipeline, waveforms, batch_size: int, beam_size: int, words: in
     return encode_s, decode_s
 
 
-def cold_start(pipeline, clip: Path) -> float:
-    """Wall time of `python -m audiocap caption CLIP --model M` in a fresh process (import included)."""
+def cold_start(pipeline, clip: Path, repeats: int) -> list[float]:
+    """Wall times of `python -m audiocap caption CLIP --model M` in fresh processes (import included)."""
     import soundfile as sf
 
     from audiocap.model_file import save_model
@@ -68,10 +78,14 @@ def cold_start(pipeline, clip: Path) -> float:
         save_model(model, pipeline.captioner, pipeline.tokenizer, pipeline.encoder)
         audio, rate = sf.read(clip, frames=10 * 44100, dtype="float32")
         sf.write(Path(tmp) / "clip.wav", audio, rate)
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "audiocap", "caption", str(Path(tmp) / "clip.wav"), "--model",
-                        str(model), "--device", "cpu"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-        return time.perf_counter() - t0
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}  # the command's own default
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "audiocap", "caption", str(Path(tmp) / "clip.wav"), "--model",
+                            str(model), "--device", "cpu"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
+            times.append(time.perf_counter() - t0)
+        return times
 
 
 def main() -> None:
@@ -81,6 +95,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=11, help="words per caption")
     parser.add_argument("--vocab", type=int, default=4500, help="vocabulary size (Clotho development: ~4.5k)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,19 +107,28 @@ def main() -> None:
     clips = [torch.from_numpy(load_audio(p, rate)[: 10 * rate]) for p in sources]
     clips = [c for c in clips if len(c) == 10 * rate]
     waveforms = [clips[i % len(clips)] for i in range(args.clips)]
-    time_batches(pipeline, waveforms[:2], 2, 1, args.words)  # warm-up
+    configs = [(beam, batch_size) for beam in (1, 3) for batch_size in (1, 16)]
+    for beam, batch_size in configs:  # warm-up: first-call allocations of every batch shape
+        time_batches(pipeline, waveforms[:batch_size], batch_size, beam, args.words)
+    runs = {config: [] for config in configs}  # (encode_s, decode_s) per repeat
+    for _ in range(args.repeats):
+        for beam, batch_size in configs:
+            runs[beam, batch_size].append(time_batches(pipeline, waveforms, batch_size, beam, args.words))
 
     print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} {'decoder share':>13s}")
-    for beam in (1, 3):
-        for batch_size in (1, 16):
-            encode_s, decode_s = time_batches(pipeline, waveforms, batch_size, beam, args.words)
-            total = encode_s + decode_s
-            name = "greedy" if beam == 1 else f"beam {beam}"
-            print(f"{name:>8s} {batch_size:5d} {args.clips / total:10.2f} {1000 * total / args.clips:8.1f} "
-                  f"{100 * decode_s / total:12.1f}%")
-    print(f"cold start of `audiocap caption` on one 10 s clip: {cold_start(pipeline, sources[0]):.2f} s")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"{'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} {'decode ms/clip':>14s} "
+          f"{'decoder share':>13s}")
+    for (beam, batch_size), times in runs.items():
+        encode_s, decode_s = (statistics.median(t) for t in zip(*times))
+        share = statistics.median(d / (e + d) for e, d in times)
+        total = encode_s + decode_s
+        name = "greedy" if beam == 1 else f"beam {beam}"
+        print(f"{name:>8s} {batch_size:5d} {args.clips / total:10.2f} {1000 * total / args.clips:8.1f} "
+              f"{1000 * decode_s / args.clips:14.1f} {100 * share:12.1f}%")
+    times = cold_start(pipeline, sources[0], args.repeats)
+    print(f"cold start of `audiocap caption` on one 10 s clip: median {statistics.median(times):.2f} s "
+          f"(min {min(times):.2f} s; untrained, so {pipeline.captioner.dims.max_caption_tokens - 1} words)")
 
 
 if __name__ == "__main__":

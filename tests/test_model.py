@@ -124,3 +124,30 @@ def test_rlssr_off_builds_no_head():
     assert model.rlssr_head is None
     assert not any(name.startswith("rlssr") for name in model.state_dict())
     assert model(*batch())["rlssr_reconstruction"] is None
+
+
+def test_beams_share_their_clips_memory(model):
+    """Memory with one row per clip serves G consecutive token rows each (the beams), as if repeated."""
+    frames, frame_lengths, tokens_in = batch()
+    memory, memory_mask = model.encode(frames, frame_lengths)
+    beams = tokens_in.repeat_interleave(3, dim=0)
+    beams[1::3, 2:] = 4  # the beams of a clip differ
+    repeated, _ = model.decode(beams, memory.repeat_interleave(3, dim=0), memory_mask.repeat_interleave(3, dim=0))
+    shared, _ = model.decode(beams, memory, memory_mask)
+    torch.testing.assert_close(shared, repeated)
+    cache = model.new_kv_cache()
+    steps = [model.decode(beams[:, i : i + 1], memory, memory_mask, cache)[0] for i in range(5)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), repeated, rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_reorder_beams_continues_the_chosen_rows(model):
+    frames, frame_lengths, tokens_in = batch()
+    memory, memory_mask = model.encode(frames, frame_lengths)
+    memory, memory_mask = memory[[1, 1]], memory_mask[[1, 1]]  # two beams of one clip
+    cache = model.new_kv_cache()
+    model.decode(tokens_in[:, :3], memory, memory_mask, cache)
+    cache.reorder_beams(torch.tensor([1, 1]))  # both rows continue row 1's prefix
+    logits, _ = model.decode(tokens_in[:, 3:4], memory, memory_mask, cache)
+    prefix = torch.cat([tokens_in[[1, 1], :3], tokens_in[:, 3:4]], dim=1)
+    expected, _ = model.decode(prefix, memory, memory_mask)
+    torch.testing.assert_close(logits[:, 0], expected[:, -1], rtol=1e-5, atol=1e-5)

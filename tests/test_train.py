@@ -1,7 +1,9 @@
-"""Training on the 15 real Clotho clips: the model learns, RLSSR on/off, exact resume, DDP == one process.
+"""Training on the 15 real Clotho clips: the model learns, RLSSR on/off, exact resume, DDP == one process,
+fine-tuning the audio encoder.
 
 The encoder's frames are computed once per session into a shared feature cache; every training
-run below reads them from there, as `audiocap train` does on a real dataset.
+run below reads them from there, as `audiocap train` does on a real dataset. Fine-tuning runs the
+encoder at every step, so its tests use a tiny randomly initialised CNN10 on a few clips.
 """
 from __future__ import annotations
 
@@ -58,6 +60,34 @@ def tiny_config(out_dir: Path, captions_csv: Path, feature_cache: Path, **overri
         time_mask_width=4, feature_mask_width=16, val_metrics=[], best_metric="loss", seed=0,
     )
     return TrainConfig(**{**values, **overrides})
+
+
+def first_clips_csv(captions_csv: Path, out: Path, n: int) -> Path:
+    with open(captions_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[:n + 1]
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    return out
+
+
+def train_killed_after_epoch_1(config: TrainConfig, monkeypatch) -> None:
+    """Start `config` and let the process die right after the epoch-1 checkpoint is written."""
+    import audiocap.training_utils as utils
+
+    class Killed(Exception):
+        pass
+
+    save = utils.save_checkpoint
+
+    def save_then_die(path, state):
+        save(path, state)
+        if path.name == "last.pt":
+            raise Killed
+
+    monkeypatch.setattr(utils, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        train(config)
+    monkeypatch.setattr(utils, "save_checkpoint", save)
 
 
 def train_losses(out_dir: Path) -> list[float]:
@@ -137,23 +167,7 @@ def test_resume_after_interruption_is_exact(tmp_path, captions_csv, feature_cach
     # augmentation, mixup and dropout all draw random numbers: resume must restore their state too
     make = lambda out: tiny_config(out, captions_csv, feature_cache, epochs=2, mixup_alpha=0.4)
     train(make(tmp_path / "straight"))
-
-    import audiocap.training_utils as utils
-
-    class Killed(Exception):
-        pass
-
-    save = utils.save_checkpoint
-
-    def save_then_die(path, state):
-        save(path, state)
-        if path.name == "last.pt":
-            raise Killed  # the process dies right after the epoch-1 checkpoint is written
-
-    monkeypatch.setattr(utils, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        train(make(tmp_path / "resumed"))
-    monkeypatch.setattr(utils, "save_checkpoint", save)
+    train_killed_after_epoch_1(make(tmp_path / "resumed"), monkeypatch)
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
     train(make(tmp_path / "resumed"), resume=True)
 
@@ -191,3 +205,75 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path, ca
     assert one["step"] == two["step"] == 2
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning the audio encoder
+
+TINY_CNN10 = (4, 8, 8, 16)  # channels: 16-d frames, a forward + backward pass costs next to nothing
+
+
+@pytest.fixture
+def tiny_encoder(monkeypatch) -> dict:
+    """Training builds scratch-cnn10 with TINY_CNN10 channels; returns its initial state dict
+    (training seeds torch with config.seed, 0, right before building the encoder)."""
+    import audiocap.encoders
+
+    create = audiocap.encoders.create_encoder
+    monkeypatch.setattr(audiocap.encoders, "create_encoder",
+                        lambda name, checkpoint=None: create(name, checkpoint, channels=TINY_CNN10))
+    torch.manual_seed(0)
+    return create("scratch-cnn10", channels=TINY_CNN10).state_dict()
+
+
+def finetune_config(out_dir: Path, captions_csv: Path, **overrides) -> TrainConfig:
+    """Two training clips (10 pairs: 2 steps of 5 per epoch) in 1 s crops, one validation clip."""
+    train_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_train.csv"), 2)
+    val_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_val.csv"), 1)
+    config = tiny_config(out_dir, train_csv, out_dir / "cache", encoder="scratch-cnn10", finetune_encoder=True,
+                         encoder_learning_rate=1e-3, crop_seconds=1.0, batch_size=5, warmup_steps=2, **overrides)
+    return dataclasses.replace(config, val_csv=str(val_csv))
+
+
+def test_finetuning_trains_the_encoder_into_the_model_file(tmp_path, captions_csv, tiny_encoder):
+    import audiocap
+    from audiocap.data.datasets import load_captions_csv
+    from audiocap.decoding import DecodingOptions, decode
+    from audiocap.model_file import load_model_file
+    from audiocap.train import caption_frames
+
+    frozen = dataclasses.replace(finetune_config(tmp_path / "frozen", captions_csv, epochs=1), finetune_encoder=False)
+    for key, value in load_model_file(train(frozen)).encoder.state_dict().items():
+        assert torch.equal(value, tiny_encoder[key]), key  # frozen: bit-identical, batch-norm statistics too
+
+    config = finetune_config(tmp_path / "finetuned", captions_csv, epochs=1)
+    model_path = train(config)
+    assert not (tmp_path / "finetuned" / "cache").exists()  # no frames are cached
+    captioner, tokenizer, encoder = load_model_file(model_path)
+    trained = encoder.state_dict()
+    assert not torch.equal(trained["conv_block1.conv1.weight"], tiny_encoder["conv_block1.conv1.weight"])
+    assert not torch.equal(trained["bn0.running_mean"], tiny_encoder["bn0.running_mean"])
+    # the AudioSet tagging head does not produce frames: it stays frozen (and DDP needs no unused-parameter search)
+    assert torch.equal(trained["fc_audioset.weight"], tiny_encoder["fc_audioset.weight"])
+    for key, value in load_checkpoint(tmp_path / "finetuned" / "best.pt")["encoder"].items():
+        assert torch.equal(value, trained[key]), key
+
+    # the model file captions raw audio as its weights do in memory, from the fine-tuned encoder's frames
+    paths = [it.audio_path for it in load_captions_csv(config.train_csv, CLOTHO_VALIDATION_AUDIO)]
+    frames = [encoder.encode_file(p) for p in paths]
+    in_memory = caption_frames(captioner, tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1), decode)
+    assert audiocap.load_model(model_path, device="cpu").caption(paths, beam_size=1) == in_memory
+
+
+def test_finetuning_resumes_exactly(tmp_path, captions_csv, tiny_encoder, monkeypatch):
+    # random crops, SpecAugment and dropout draw random numbers; batch-norm statistics are encoder state
+    train(finetune_config(tmp_path / "straight", captions_csv, epochs=2))
+    train_killed_after_epoch_1(finetune_config(tmp_path / "resumed", captions_csv, epochs=2), monkeypatch)
+    train(finetune_config(tmp_path / "resumed", captions_csv, epochs=2), resume=True)
+
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert (resumed["epoch"], resumed["step"]) == (straight["epoch"], straight["step"]) == (2, 4)
+    for part in ("model", "encoder"):
+        for key, value in straight[part].items():
+            assert torch.equal(value, resumed[part][key]), (part, key)
