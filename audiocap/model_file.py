@@ -72,6 +72,7 @@ def save_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     save_file(tensors, partial, metadata=metadata)
+    os.chmod(partial, 0o644)  # safetensors writes owner-only files; a shared model should be readable
     os.replace(partial, path)
     return path
 

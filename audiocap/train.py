@@ -67,7 +67,8 @@ class TrainConfig:
     # system
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
-    bf16: bool = False  # bfloat16 autocast of the forward pass
+    bf16: bool = False
+    fp16_model_file: bool = False  # store the final model file's weights in float16 (half the size)  # bfloat16 autocast of the forward pass
 
     def __post_init__(self):
         from audiocap.errors import ConfigError
@@ -281,8 +282,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         model.load_state_dict(best["model"])
         if config.finetune_encoder:
             encoder.load_state_dict(best["encoder"])
-        model_file.save_model(model_path, model.eval(), tokenizer, encoder.eval(), training_info={
-            "config": dataclasses.asdict(config), "epoch": best["epoch"], config.best_metric: best_score})
+        training_info = {"config": dataclasses.asdict(config), "epoch": best["epoch"], config.best_metric: best_score}
+        model_file.save_model(model_path, model.eval(), tokenizer, encoder.eval(), half=config.fp16_model_file,
+                              training_info=training_info)
         tqdm.write(f"saved {model_path} (best {config.best_metric}={best_score:.4f})")
     ddp.barrier()
     return model_path

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
+USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True}  # see CaptioningPipeline.caption
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
@@ -29,7 +30,9 @@ class CaptioningPipeline:
 
     def caption(self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, **decoding_options) -> list[str]:
         """One caption per input: an audio file path, or a mono float waveform at `self.sample_rate`.
-        `decoding_options` are further fields of decoding.DecodingOptions (e.g. max_length)."""
+        `decoding_options` are further fields of decoding.DecodingOptions (e.g. max_length); unlike the
+        bare DecodingOptions, a content word is not repeated by default (`ban_repeated_content_words`):
+        a model trained on two-source captions otherwise tends to write "rain falls as rain falls"."""
         import numpy as np
 
         from audiocap.audio import load_audio
@@ -59,7 +62,7 @@ class CaptioningPipeline:
         with torch.inference_mode():
             frames, frame_lengths = self.encoder(batch.to(self.device), lengths.to(self.device))  # (B,T,D), (B,)
             memory, memory_mask = self.captioner.encode(frames, frame_lengths)  # (B,T,d), (B,T)
-            options = DecodingOptions(beam_size=beam_size, **decoding_options)
+            options = DecodingOptions(beam_size=beam_size, **{**USER_DECODING_DEFAULTS, **decoding_options})
             results = decode(self.captioner, memory, memory_mask, self.tokenizer, options)
         return [r.text for r in results]
 
