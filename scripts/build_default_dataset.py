@@ -391,8 +391,8 @@ def load_clotho_validation(clotho_root: Path) -> list[tuple[Path, list[str]]]:
     return clips
 
 
-def build(shared: Path, out: Path, seed: int = 0, overlays: int = 600, sequences: int = 600,
-          copy_audio: bool = False, recipes: Path = RECIPES, val_mixtures: int = 100) -> dict:
+def build(shared: Path, out: Path, seed: int = 0, overlays: int = 150, sequences: int = 150,
+          copy_audio: bool = False, recipes: Path = RECIPES, val_mixtures: int = 60) -> dict:
     """Build the dataset into `out` and return the manifest."""
     started = time.monotonic()
     captions_csv, clauses_yaml = recipes / "esc50_captions.csv", recipes / "esc50_clauses.yaml"
@@ -483,9 +483,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"), help="the shared data folder")
     parser.add_argument("--out", type=Path, default=Path("data/default"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overlays", type=int, default=600, help="number of overlaid mixtures")
-    parser.add_argument("--sequences", type=int, default=600, help="number of one-after-another mixtures")
-    parser.add_argument("--val-mixtures", type=int, default=100, help="mixtures kept out of training for validation")
+    parser.add_argument("--overlays", type=int, default=150, help="number of overlaid mixtures")
+    parser.add_argument("--sequences", type=int, default=150, help="number of one-after-another mixtures")
+    parser.add_argument("--val-mixtures", type=int, default=60, help="mixtures kept out of training for validation")
     parser.add_argument("--copy-audio", action="store_true", help="copy ESC-50/Clotho audio instead of symlinking")
     args = parser.parse_args(argv)
     build(args.shared, args.out, args.seed, args.overlays, args.sequences, args.copy_audio,
