@@ -33,6 +33,7 @@ class TrainConfig:
     # audio encoder; see `audiocap encoders` for the names
     encoder: str = "panns-cnn10"
     encoder_checkpoint: str | None = None
+    encoder_options: dict = field(default_factory=dict)  # e.g. {pretrained: false}: random weights (ablation)
     # fine-tuning: the encoder trains with the captioner, on waveforms (no feature cache: it runs every step)
     finetune_encoder: bool = False  # False: frozen, its frames computed once and cached
     encoder_learning_rate: float | None = None  # None = learning_rate; smaller keeps more of the pretraining
@@ -127,7 +128,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- data: tokenizer, (clip, caption) pairs; a clip is its encoder frames (cached), or its waveform
-    encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint).freeze()
+    encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options).freeze()
     train_items, val_items = [
         check_items(load_captions_csv(csv, audio_dir), config.skip_bad_items, progress=ddp.is_main)
         for csv, audio_dir in [(config.train_csv, config.train_audio_dir), (config.val_csv, config.val_audio_dir)]]
@@ -356,7 +357,8 @@ def check_same_config(saved: dict, current: dict) -> None:
     from audiocap.errors import ConfigError
 
     # a key added to TrainConfig after the run started is unchanged when it keeps its default
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+                for f in dataclasses.fields(TrainConfig)}
     changed = [k for k in current if saved.get(k, defaults.get(k)) != current[k]]
     if changed:
         raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "

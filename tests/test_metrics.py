@@ -20,7 +20,7 @@ from audiocap.metrics.bleu import bleu
 from audiocap.metrics.cider import cider_d
 from audiocap.metrics.rouge import lcs_lengths, rouge_l
 from audiocap.metrics.spice import SpiceOptions, find_spice, parse_spice_output
-from audiocap.metrics.tokenizer import PUNCTUATIONS, _plain_tokens, ptb_tokens, tokenize
+from audiocap.metrics.tokenizer import PUNCTUATIONS, _plain_tokens, ptb_tokens, tokenize, tokenize_batch
 
 pycocoevalcap = pytest.importorskip("pycocoevalcap.bleu.bleu")
 from pycocoevalcap.bleu.bleu import Bleu  # noqa: E402
@@ -71,6 +71,15 @@ def test_tokenizer_matches_java_on_every_caption(java_tokens):
     mismatches = [(c, j, tokenize(c)) for c, j in java_tokens.items() if tokenize(c) != j]
     assert not mismatches, f"{len(mismatches)} mismatches, e.g. {mismatches[:5]}"
     assert len(java_tokens) > 80_000
+
+
+def test_batch_tokenizer_matches_java_on_every_caption(java_tokens):
+    tokenize.cache_clear()  # so that every caption goes through the batch's own checks
+    assert tokenize_batch(list(java_tokens)) == list(java_tokens.values())
+    multi_line = ["A dog.\nNo. 5 barks", "Mr. Smith", "a cat\nmeows.", "gon\nna"]  # lines are not captions here
+    assert tokenize_batch(multi_line) == [tokenize(c) for c in multi_line] == ["a dog no. 5 barks", "mr. smith",
+                                                                               "a cat meows", "gon na"]
+    assert tokenize_batch([]) == []
 
 
 def test_plain_caption_fast_path_equals_full_lexer(all_captions):
@@ -167,6 +176,19 @@ def test_bleu_rouge_cider_equal_pycocoevalcap(reference_scores, case):
     np.testing.assert_allclose(per_clip, ref["cider"][1], rtol=0, atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:.*empty after tokenization")  # example_1 has empty candidates
+@pytest.mark.parametrize("case", ["clotho-loo-0", "example_1"])
+def test_score_shares_tokens_and_ngrams_and_equals_pycocoevalcap(reference_scores, case):
+    ref = reference_scores[case]
+    ours = score(ref["candidates"], ref["references"], metrics=["bleu", "rouge_l", "cider_d"])
+    np.testing.assert_allclose([ours.corpus[f"bleu_{n}"] for n in range(1, 5)], ref["bleu"][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(np.array([ours.per_clip[f"bleu_{n}"] for n in range(1, 5)]), ref["bleu"][1],
+                               rtol=0, atol=1e-9)
+    for name, key in (("rouge_l", "rouge"), ("cider_d", "cider")):
+        assert abs(ours.corpus[name] - ref[key][0]) < 1e-9
+        np.testing.assert_allclose(ours.per_clip[name], ref[key][1], rtol=0, atol=1e-9)
+
+
 def test_empty_candidate_scores_zero_like_the_toolkit():
     candidates, references = ["", "a dog barks"], [["a cat meows", "a dog barks loudly"], ["a dog barks"]]
     res, gts = {i: [c] for i, c in enumerate(candidates)}, {i: r for i, r in enumerate(references)}
@@ -176,6 +198,13 @@ def test_empty_candidate_scores_zero_like_the_toolkit():
     with pytest.warns(UserWarning, match="1 of 2 candidates are empty"):
         scores = evaluate(candidates, references, metrics=["bleu", "cider_d"])
     assert set(scores) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider_d"}
+    # score() splits on whitespace; the toolkit's ROUGE-L on " ", where "" is one token.
+    candidates, references = ["", "", "a dog"], [["a cat"], ["", "a dog"], ["a dog", ""]]
+    with pytest.warns(UserWarning, match="2 of 3 candidates are empty"):
+        shared = score(candidates, references, metrics=["rouge_l"])
+    expected = Rouge().compute_score(dict(enumerate(references)), {i: [c] for i, c in enumerate(candidates)})[1]
+    np.testing.assert_array_equal(shared.per_clip["rouge_l"], expected)
+    np.testing.assert_array_equal(rouge_l(candidates, references)[1], expected)
 
 
 def test_meteor_equal_pycocoevalcap_on_subset(clotho_validation):

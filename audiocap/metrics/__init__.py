@@ -2,9 +2,11 @@
 
     evaluate(candidates, references, metrics=["bleu", "rouge_l", "cider_d"]) -> {"bleu_1": ..., ...}
 
-Captions are first tokenized as the toolkit does (tokenizer.py); every metric but sbert_sim sees
-the tokens. One module per metric; Java metrics (METEOR, SPICE) that cannot run are reported in
-`Evaluation.errors` (and warned about by `evaluate`) while the others are still computed.
+Captions are first tokenized as the toolkit does (tokenizer.py), all in one batch; every metric
+but sbert_sim sees the tokens. BLEU, ROUGE-L and CIDEr-D share one mapping of the tokens to
+integer ids, and BLEU and CIDEr-D one n-gram table (ngrams.Captions). One module per metric;
+Java metrics (METEOR, SPICE) that cannot run are reported in `Evaluation.errors` (and warned
+about by `evaluate`) while the others are still computed.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from audiocap.errors import AudiocapError, MetricError
 # Modules, not their functions, so that `audiocap.metrics.spice` etc. stay the modules.
 from audiocap.metrics import bleu, cider, meteor, rouge, spice
 from audiocap.metrics.meteor import MeteorOptions
-from audiocap.metrics.ngrams import count_ngrams
+from audiocap.metrics.ngrams import Captions
 from audiocap.metrics.spice import SpiceOptions
-from audiocap.metrics.tokenizer import tokenize
+from audiocap.metrics.tokenizer import tokenize_batch
 
 METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "vocab")
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
@@ -49,25 +51,28 @@ def score(
         raise MetricError("every clip needs at least one reference caption")
     wanted = set(metrics) | ({"cider_d", "spice"} if "spider" in metrics else set())
     result = Evaluation()
-    tokenized = [tokenize(c) for c in candidates]
-    tokenized_refs = [[tokenize(r) for r in refs] for refs in references]
+    tokenized = tokenize_batch(candidates + [r for refs in references for r in refs])
+    ends = np.cumsum([len(candidates)] + [len(refs) for refs in references]).tolist()
+    tokenized, tokenized_refs = tokenized[: ends[0]], [tokenized[a:b] for a, b in zip(ends, ends[1:])]
     empty = sum(not c for c in tokenized)
     if empty:
         warnings.warn(f"{empty} of {len(candidates)} candidates are empty after tokenization; they score 0")
 
-    table = count_ngrams(tokenized + [r for refs in tokenized_refs for r in refs]) if wanted & {"bleu", "cider_d"} else None
+    # The tokenized captions are normalized (single spaces), so splitting them on whitespace (BLEU,
+    # CIDEr-D) or on " " (ROUGE-L) gives the same tokens, but for empty captions (see rouge_l_of).
+    captions = Captions.of(tokenized, tokenized_refs) if wanted & {"bleu", "rouge_l", "cider_d"} else None
     if "bleu" in wanted:
-        bleus = bleu.bleu(tokenized, tokenized_refs, table=table)
+        bleus = bleu.bleu_of(captions)
         for n, value in enumerate(bleus.corpus, start=1):
             result.corpus[f"bleu_{n}"] = float(value)
             result.per_clip[f"bleu_{n}"] = bleus.per_clip[:, n - 1]
-    simple = {"rouge_l": rouge.rouge_l, "cider_d": lambda c, r: cider.cider_d(c, r, table=table),
-              "meteor": lambda c, r: meteor.meteor(c, r, meteor_options),
-              "spice": lambda c, r: spice.spice(c, r, spice_options)}
+    simple = {"rouge_l": lambda: rouge.rouge_l_of(captions), "cider_d": lambda: cider.cider_d_of(captions),
+              "meteor": lambda: meteor.meteor(tokenized, tokenized_refs, meteor_options),
+              "spice": lambda: spice.spice(tokenized, tokenized_refs, spice_options)}
     for name in ("meteor", "rouge_l", "cider_d", "spice"):
         if name in wanted:
             try:
-                result.corpus[name], result.per_clip[name] = simple[name](tokenized, tokenized_refs)
+                result.corpus[name], result.per_clip[name] = simple[name]()
             except AudiocapError as error:  # e.g. no Java: report it, keep the other metrics
                 result.errors[name] = str(error)
     if "spider" in wanted and "spice" in result.corpus:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audiocap.metrics.ngrams import NgramTable, count_ngrams, group_references, run_starts
+from audiocap.metrics.ngrams import Captions, run_starts
 
 TINY, SMALL = 1e-15, 1e-9  # the toolkit's guards against 0/0 (they shift scores by ~1e-9)
 
@@ -34,10 +34,9 @@ def closest_reference_lengths(candidate_lengths: np.ndarray, reference_lengths: 
     return best % scale
 
 
-def clipped_matches(table: NgramTable, reference_clip: np.ndarray, max_n: int) -> np.ndarray:
+def clipped_matches(captions: Captions) -> np.ndarray:
     """(clips, max_n) candidate n-gram counts clipped by their maximum count in any reference."""
-    num_clips = len(table.lengths) - len(reference_clip)
-    groups = group_references(table, reference_clip)
+    table, groups, num_clips, max_n = captions.ngrams, captions.reference_groups, captions.num_clips, captions.max_n
     reference_count = table.count[groups.is_reference]
     max_count = np.maximum.reduceat(reference_count, groups.starts) if len(groups.starts) else reference_count
     max_count = np.append(max_count, 0)  # so that group -1 (in no reference) allows 0
@@ -48,20 +47,19 @@ def clipped_matches(table: NgramTable, reference_clip: np.ndarray, max_n: int) -
     return flat.reshape(num_clips, max_n)
 
 
-def bleu(
-    candidates: list[str], references: list[list[str]], max_n: int = 4, table: NgramTable | None = None
-) -> BleuResult:
-    """BLEU of tokenized candidates (one per clip) against tokenized references (≥ 1 per clip).
+def bleu(candidates: list[str], references: list[list[str]], max_n: int = 4) -> BleuResult:
+    """BLEU of tokenized candidates (one per clip) against tokenized references (≥ 1 per clip)."""
+    return bleu_of(Captions.of(candidates, references, max_n=max_n))
 
-    `table` may hold the n-gram counts of `candidates + flattened references`, shared with CIDEr-D.
-    """
-    num_clips = len(candidates)
-    reference_clip = np.repeat(np.arange(num_clips), [len(refs) for refs in references])
-    table = table if table is not None else count_ngrams(candidates + [r for refs in references for r in refs], max_n)
-    correct = clipped_matches(table, reference_clip, max_n)
-    candidate_lengths = table.lengths[:num_clips]
+
+def bleu_of(captions: Captions) -> BleuResult:
+    """BLEU-1..captions.max_n of captions already split into tokens (as `str.split()` does)."""
+    num_clips, max_n = captions.num_clips, captions.max_n
+    correct = clipped_matches(captions)
+    candidate_lengths = captions.lengths[:num_clips]
     guess = np.maximum(0, candidate_lengths[:, None] - np.arange(max_n)[None, :]).astype(np.float64)
-    effective_lengths = closest_reference_lengths(candidate_lengths, table.lengths[num_clips:], reference_clip)
+    reference_lengths = captions.lengths[num_clips:]
+    effective_lengths = closest_reference_lengths(candidate_lengths, reference_lengths, captions.reference_clip)
 
     # Per clip: the geometric mean of precisions 1..k, accumulated in the toolkit's order.
     per_clip = np.cumprod((correct + TINY) / (guess + SMALL), axis=1) ** (1.0 / np.arange(1, max_n + 1))

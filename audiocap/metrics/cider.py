@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from audiocap.metrics.ngrams import NgramTable, count_ngrams, group_references, run_starts
+from audiocap.metrics.ngrams import Captions, run_starts
 
 SIGMA = 6.0
 
 
-def cider_d(
-    candidates: list[str], references: list[list[str]], sigma: float = SIGMA, table: NgramTable | None = None
-) -> tuple[float, np.ndarray]:
-    """(mean CIDEr-D, per-clip CIDEr-D) of tokenized candidates against tokenized references.
+def cider_d(candidates: list[str], references: list[list[str]], sigma: float = SIGMA) -> tuple[float, np.ndarray]:
+    """(mean CIDEr-D, per-clip CIDEr-D) of tokenized candidates against tokenized references."""
+    return cider_d_of(Captions.of(candidates, references), sigma)
 
-    `table` may hold the 1..4-gram counts of `candidates + flattened references`, shared with BLEU.
-    """
-    max_n = 4
-    num_clips = len(candidates)
-    refs_per_clip = np.array([len(r) for r in references], dtype=np.int64)
-    reference_clip = np.repeat(np.arange(num_clips, dtype=np.int64), refs_per_clip)
-    table = table if table is not None else count_ngrams(candidates + [r for refs in references for r in refs], max_n)
-    groups = group_references(table, reference_clip)
+
+def cider_d_of(captions: Captions, sigma: float = SIGMA) -> tuple[float, np.ndarray]:
+    """CIDEr-D (over 1..captions.max_n-grams, 4 in the toolkit) of captions already split into
+    tokens (as `str.split()` does)."""
+    table, groups, max_n = captions.ngrams, captions.reference_groups, captions.max_n
+    num_clips, reference_clip = captions.num_clips, captions.reference_clip
+    refs_per_clip = np.bincount(reference_clip, minlength=num_clips)
     is_reference = groups.is_reference
 
     # Document frequency: in how many clips' reference sets each n-gram occurs.

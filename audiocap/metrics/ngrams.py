@@ -1,4 +1,5 @@
-"""N-gram counts of many captions at once, as flat numpy arrays shared by BLEU and CIDEr-D.
+"""One evaluation's captions as integer arrays: token ids (shared by BLEU, ROUGE-L and CIDEr-D)
+and n-gram counts (shared by BLEU and CIDEr-D), each computed once, when first needed.
 
 The reference toolkit counts n-grams in Python dictionaries, one caption at a time; we give
 every distinct n-gram an integer id and keep one row per (caption, n-gram), so that clipping,
@@ -11,6 +12,7 @@ integers is several times faster than `np.unique` or `argsort` on the same numbe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, repeat
 
 import numpy as np
@@ -50,12 +52,11 @@ def token_ids(captions: list[str], separator: str | None = None) -> tuple[np.nda
     return np.fromiter(map(vocabulary.__getitem__, words), dtype=np.int64, count=len(words)), lengths
 
 
-def count_ngrams(captions: list[str], max_n: int = 4) -> NgramTable:
-    """Count the 1..max_n-grams of whitespace-tokenized captions (split as `str.split()` does)."""
-    tokens, lengths = token_ids(captions)
-    owner = np.repeat(np.arange(len(captions), dtype=np.int64), lengths)
+def count_ngrams(tokens: np.ndarray, lengths: np.ndarray, max_n: int = 4) -> NgramTable:
+    """Count the 1..max_n-grams of captions given as token ids (≥ 1) and tokens per caption."""
+    owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     end = np.cumsum(lengths)[owner] if len(tokens) else owner
-    base, num_captions = int(tokens.max(initial=0)) + 1, max(len(captions), 1)
+    base, num_captions = int(tokens.max(initial=0)) + 1, max(len(lengths), 1)
 
     # codes[i] identifies tokens[i:i+n]: the n tokens' ids as digits in base `base` (ids start
     # at 1, so no two n-grams of one n share a code). Positions whose n-gram would cross into
@@ -82,6 +83,40 @@ def count_ngrams(captions: list[str], max_n: int = 4) -> NgramTable:
         columns["count"].append(np.diff(np.r_[first, len(occurrences)]))
     return NgramTable(**{name: np.concatenate(parts) for name, parts in columns.items()},
                       lengths=lengths, num_grams=num_grams)
+
+
+@dataclass(frozen=True)
+class Captions:
+    """Tokenized candidates (one per clip) and references (≥ 1 per clip) as token ids.
+
+    Captions 0..clips-1 are the candidates; the references follow, clip after clip. The n-gram
+    table and its reference groups are computed on first use, so that BLEU and CIDEr-D share them.
+    """
+
+    tokens: np.ndarray  # (T,) ids ≥ 1 of all tokens, caption after caption
+    lengths: np.ndarray  # (C,) tokens per caption
+    reference_clip: np.ndarray  # (C - clips,) clip of each reference, non-decreasing
+    max_n: int = 4  # longest n-gram counted
+
+    @classmethod
+    def of(cls, candidates: list[str], references: list[list[str]], separator: str | None = None,
+           max_n: int = 4) -> Captions:
+        """Captions split into tokens on `separator` (as `str.split` does)."""
+        tokens, lengths = token_ids(candidates + [r for refs in references for r in refs], separator)
+        reference_clip = np.repeat(np.arange(len(candidates), dtype=np.int64), [len(refs) for refs in references])
+        return cls(tokens, lengths, reference_clip, max_n)
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.lengths) - len(self.reference_clip)
+
+    @cached_property
+    def ngrams(self) -> NgramTable:
+        return count_ngrams(self.tokens, self.lengths, self.max_n)
+
+    @cached_property
+    def reference_groups(self) -> ReferenceGroups:
+        return group_references(self.ngrams, self.reference_clip)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from audiocap.metrics.ngrams import token_ids
+from audiocap.metrics.ngrams import Captions, run_starts
 
 BETA = 1.2
 WORD = 64  # bits per machine word of the bit-parallel LCS
@@ -46,16 +46,22 @@ def lcs_lengths(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 def rouge_l(candidates: list[str], references: list[list[str]]) -> tuple[float, np.ndarray]:
     """(mean ROUGE-L, per-clip ROUGE-L) of tokenized candidates against tokenized references."""
     # The toolkit splits on single spaces: "" is one (empty) token.
-    ids, lengths = token_ids(candidates + [r for refs in references for r in refs], separator=" ")
-    padded = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)  # 0: no token
-    padded[np.arange(padded.shape[1]) < lengths[:, None]] = ids
-    candidate_lengths, reference_lengths = lengths[: len(candidates)], lengths[len(candidates):]
-    reference_clip = np.repeat(np.arange(len(candidates)), [len(refs) for refs in references])
-    lcs = lcs_lengths(padded[len(candidates):], padded[reference_clip])
+    return rouge_l_of(Captions.of(candidates, references, separator=" "))
 
-    precision = lcs / candidate_lengths[reference_clip]
-    recall = lcs / reference_lengths
-    starts = np.cumsum([0] + [len(r) for r in references[:-1]])
+
+def rouge_l_of(captions: Captions) -> tuple[float, np.ndarray]:
+    """ROUGE-L of captions already split into tokens. A caption of no tokens counts as the
+    toolkit's one empty token, which matches only another empty caption's."""
+    lengths = np.maximum(captions.lengths, 1)
+    padded = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)  # 0: no token
+    padded[:, 0] = int(captions.tokens.max(initial=0)) + 1  # the empty token, unless a real one replaces it
+    padded[np.arange(padded.shape[1]) < captions.lengths[:, None]] = captions.tokens
+    num_clips, reference_clip = captions.num_clips, captions.reference_clip
+    lcs = lcs_lengths(padded[num_clips:], padded[reference_clip])
+
+    precision = lcs / lengths[reference_clip]
+    recall = lcs / lengths[num_clips:]
+    starts = np.flatnonzero(run_starts(reference_clip))
     best_precision = np.maximum.reduceat(precision, starts)
     best_recall = np.maximum.reduceat(recall, starts)
     both = (best_precision != 0) & (best_recall != 0)

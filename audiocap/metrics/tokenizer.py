@@ -13,8 +13,11 @@ Two quirks of the reference are kept on purpose, because the scores depend on th
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
+from bisect import bisect_right
 from functools import lru_cache
+from itertools import accumulate, chain
 
 # pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS, verbatim (case included, see above).
 PUNCTUATIONS = frozenset(
@@ -117,29 +120,50 @@ def ptb_tokens(line: str) -> list[str]:
 # characters (which numbers, acronyms, URLs and dotted words need), so its tokens are the words
 # and separate "," and "." tokens, which the punctuation list removes. Two rules can still
 # change such a caption, and send it down the full lexer instead:
-# - a period that belongs to the word before it (an abbreviation, `_ends_in_abbreviation`);
+# - a period that belongs to the word before it (an abbreviation, `_ends_in_abbreviation`); we
+#   look for the words whose period it may be, whatever their case and whatever follows;
 # - assimilations, which split a word ("cannot" -> "can not", "gonna" -> "gon na"); we look for
-#   their letters anywhere, not only at a word's start, which is cheaper and only errs on the
-#   side of the full lexer.
-_PLAIN_CHARACTERS = re.compile(r"[A-Za-z0-9 ,.]*")
-_PUNCTUATION_INSIDE = re.compile(r"[,.](?! |\Z)")
-_ASSIMILATION = re.compile(r"(?:can|gon|wan|got|lem|gim)(?:not|na|ta|me)")
+#   their letters anywhere, not only at a word's start.
+# Both shortcuts are cheaper than the exact rules and only err on the side of the full lexer.
+# The checks run over many captions at once, joined by newlines: one regular-expression search
+# over a long text is much faster than one per caption.
+_NOT_PLAIN_CHARACTER = re.compile(r"[^A-Za-z0-9 ,.\n]")
+_PUNCTUATION_INSIDE = re.compile(r"[,.](?![ \n]|\Z)")
+_ASSIMILATION = re.compile(r"(?:can|gon|wan|got|lem|gim)(?:not|na|ta|me)")  # in lowercased text
+# The words whose period `_ends_in_abbreviation` may keep, lowercased.
+_MAY_KEEP_PERIOD = frozenset(
+    set(string.ascii_lowercase) | _ABBREVIATIONS | _NUMBER_ABBREVIATIONS | {w.lower() for w in _CASED_ABBREVIATIONS}
+)
+
+
+def _line_numbers(text: str, positions: list[int]) -> set[int]:
+    """The lines of `text` that hold these positions."""
+    starts = [0, *accumulate(len(line) + 1 for line in text.split("\n"))]
+    return {bisect_right(starts, position) - 1 for position in positions}
+
+
+def _plain_lines(text: str) -> list[str | None]:
+    """Each line of `text` tokenized if it is a plain caption (see above), else None."""
+    positions = [m.start() for m in chain(_NOT_PLAIN_CHARACTER.finditer(text), _PUNCTUATION_INSIDE.finditer(text))]
+    pieces = text.split(".")
+    words = [p[max(p.rfind(" "), p.rfind("\n")) + 1:].lower() for p in pieces[:-1]]  # the word before each period
+    if not _MAY_KEEP_PERIOD.isdisjoint(words):
+        ends = accumulate(len(p) + 1 for p in pieces)  # the position after each period
+        positions += [end - 1 for word, end in zip(words, ends) if word in _MAY_KEEP_PERIOD]
+    not_plain = _line_numbers(text, positions) if positions else set()
+    # Lowercasing may change the length of a non-ASCII line (which is not plain anyway), so
+    # positions in `lower` are counted in its own lines.
+    lower = text.lower()
+    assimilations = [m.start() for m in _ASSIMILATION.finditer(lower)]
+    not_plain |= _line_numbers(lower, assimilations) if assimilations else set()
+    lines = lower.replace(",", " ").replace(".", " ").split("\n")
+    return [None if i in not_plain else " ".join(line.split()) for i, line in enumerate(lines)]
 
 
 def _plain_tokens(caption: str) -> str | None:
     """The tokenized caption if it is plain (see above), else None."""
-    if not _PLAIN_CHARACTERS.fullmatch(caption) or _PUNCTUATION_INSIDE.search(caption):
-        return None
-    lower = caption.lower()
-    if _ASSIMILATION.search(lower):
-        return None
-    end = 0
-    for piece in caption.split(".")[:-1]:
-        end += len(piece) + 1  # caption[end:] follows this period
-        word = piece.rpartition(" ")[2]
-        if word and _ends_in_abbreviation(word, caption[end:]):
-            return None
-    return " ".join(lower.replace(",", " ").replace(".", " ").split())
+    lines = _plain_lines(caption)
+    return lines[0] if len(lines) == 1 else None
 
 
 @lru_cache(maxsize=1 << 18)
@@ -152,5 +176,9 @@ def tokenize(caption: str) -> str:
     return " ".join(t for t in (t.lower() for t in tokens) if t not in PUNCTUATIONS)
 
 
-def tokenize_all(captions: list[str]) -> list[str]:
-    return [tokenize(c) for c in captions]
+def tokenize_batch(captions: list[str]) -> list[str]:
+    """`[tokenize(c) for c in captions]`, with the fast path's checks run once over all captions."""
+    plain = _plain_lines("\n".join(captions)) if captions else []
+    if len(plain) != len(captions):  # a caption holds a line break: the lines are not the captions
+        return [tokenize(c) for c in captions]
+    return [tokenize(caption) if tokens is None else tokens for caption, tokens in zip(captions, plain)]
