@@ -286,3 +286,16 @@ def test_finetuning_resumes_exactly(tmp_path, captions_csv, tiny_encoder, monkey
     for part in ("model", "encoder"):
         for key, value in straight[part].items():
             assert torch.equal(value, resumed[part][key]), (part, key)
+
+
+def test_encoder_options_reach_the_encoder(tmp_path):
+    """`encoder_options.pretrained=false` (the no-transfer ablation) is parsed as a bool and builds the
+    encoder's architecture with random weights instead of the pretrained ones."""
+    from audiocap.encoders import create_encoder
+
+    config = load_config(TrainConfig, ROOT / "configs" / "default_esc50_aisfx.yaml", ["encoder_options.pretrained=false"])
+    assert config.encoder_options == {"pretrained": False}
+    torch.manual_seed(0)
+    random_init = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options)
+    pretrained = create_encoder(config.encoder)
+    assert random_init.weights_hash() != pretrained.weights_hash()
