@@ -48,7 +48,8 @@ def describe(run: Path) -> tuple[str, str]:
     info = read_model_info(run / "model.safetensors")
     config = info.get("training", {}).get("config", {})
     rlssr = "on (λ={:g})".format(config["rlssr_weight"]) if config.get("rlssr_weight") else "off"
-    return info["encoder"]["name"], rlssr
+    pretrained = config.get("encoder_options", {}).get("pretrained", True)
+    return f"{info['encoder']['name']}, {'pretrained' if pretrained else 'random init'}", rlssr
 
 
 def main(argv: list[str] | None = None) -> None:
