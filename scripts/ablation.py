@@ -23,21 +23,27 @@ METRICS = ["bleu", "meteor", "rouge_l", "cider_d"]
 COLUMNS = ["bleu_4", "meteor", "rouge_l", "cider_d", "source_hit"]
 
 
-def score_run(run: Path, data: Path, beam_size: int, exclude: set[str]) -> dict[str, float]:
+def caption_heldout(run: Path, data: Path, beam_size: int) -> tuple[list, list[str]]:
+    """The held-out items and the run's captions of them (as `audiocap caption` makes them)."""
     from audiocap.data.datasets import load_captions_csv
-    from audiocap.metrics import evaluate
     from audiocap.transcribe import load_model
 
-    items = [it for it in load_captions_csv(data / "heldout.csv", data / "audio" / "heldout") if it.key not in exclude]
-    pipeline = load_model(run / "model.safetensors")
-    predictions = pipeline.caption([it.audio_path for it in items], beam_size=beam_size, batch_size=16)
-    scores = evaluate(predictions, [it.captions for it in items], metrics=METRICS)
-    categories = source_hit.read_two_columns(data / "heldout_categories.csv", ("category",))
-    categories = {name: categories[name] for name in (it.key for it in items)}
-    scores["source_hit"] = source_hit.source_hit_rate(
-        {it.key: p for it, p in zip(items, predictions)}, categories, source_hit.load_synonyms())
-    (run / f"heldout_predictions{'_excl' if exclude else ''}.json").write_text(
+    items = load_captions_csv(data / "heldout.csv", data / "audio" / "heldout")
+    predictions = load_model(run / "model.safetensors").caption(
+        [it.audio_path for it in items], beam_size=beam_size, batch_size=16)
+    (run / "heldout_predictions.json").write_text(
         json.dumps({it.key: p for it, p in zip(items, predictions)}, indent=1) + "\n")
+    return items, predictions
+
+
+def score(items: list, predictions: list[str], data: Path, exclude: set[str]) -> dict[str, float]:
+    from audiocap.metrics import evaluate
+
+    kept = [(it, p) for it, p in zip(items, predictions) if it.key not in exclude]
+    scores = evaluate([p for _, p in kept], [it.captions for it, _ in kept], metrics=METRICS)
+    categories = source_hit.read_two_columns(data / "heldout_categories.csv", ("category",))
+    scores["source_hit"] = source_hit.source_hit_rate(
+        {it.key: p for it, p in kept}, {it.key: categories[it.key] for it, _ in kept}, source_hit.load_synonyms())
     return scores
 
 
@@ -64,8 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["| encoder | RLSSR | clips | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for run in args.runs:
         encoder, rlssr = describe(run)
+        items, predictions = caption_heldout(run, args.data, args.beam)
         for exclude in (set(), shared):
-            scores = score_run(run, args.data, args.beam, exclude)
+            scores = score(items, predictions, args.data, exclude)
             cells = " | ".join(f"{scores[c]:.3f}" for c in COLUMNS)
             lines.append(f"| {encoder} | {rlssr} | {100 - len(exclude)} | {cells} |")
             print(lines[-1], flush=True)
