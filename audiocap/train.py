@@ -129,9 +129,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     # ---- data: tokenizer, (clip, caption) pairs; a clip is its encoder frames (cached), or its waveform
     encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options).freeze()
-    train_items, val_items = [
-        check_items(load_captions_csv(csv, audio_dir), config.skip_bad_items, progress=ddp.is_main)
-        for csv, audio_dir in [(config.train_csv, config.train_audio_dir), (config.val_csv, config.val_audio_dir)]]
+    cache = None if config.finetune_encoder else FeatureCache(config.cache_dir)
+
+    def checked_items(csv, audio_dir):  # a cached clip decoded when it was cached: only the others are decoded
+        items = load_captions_csv(csv, audio_dir)
+        decoded = cache.cached(encoder, [it.audio_path for it in items]) if cache else frozenset()
+        return check_items(items, config.skip_bad_items, progress=ddp.is_main, decoded=decoded)
+
+    train_items, val_items = [checked_items(config.train_csv, config.train_audio_dir),
+                              checked_items(config.val_csv, config.val_audio_dir)]
     tokenizer = Tokenizer.build([c for it in train_items for c in it.captions], config.min_word_count)
     dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
     n_ctx = dims.max_caption_tokens - 1  # room for <bos> (decoder input) / <eos> (target)
@@ -145,7 +151,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                                     encoder.sample_rate, config.crop_seconds)
         val_frames = None
     else:
-        cache = FeatureCache(config.cache_dir)
         if ddp.is_main:  # rank 0 fills the cache; the others then read it
             cache.get_many(encoder, [it.audio_path for it in train_items + val_items], progress=True)
         ddp.barrier()

@@ -74,3 +74,28 @@ def test_cli_validate_prints_the_report_and_fails(broken_dataset, tmp_path, caps
 def test_cli_validate_reads_audiocaps_csvs(shared_data, tmp_path, capsys):
     assert cli.main(["validate", str(shared_data / "audiocaps" / "val.csv"), "--audio-dir", str(tmp_path)]) == 1
     assert "missing audio: vfY_TJq7n_U" in capsys.readouterr().out
+
+
+def test_files_known_to_decode_are_not_decoded_again(broken_dataset, monkeypatch):
+    """Training passes the clips the feature cache holds as `decoded`: they are only checked to exist."""
+    import audiocap.data.validate as validate
+
+    seen = []
+    monkeypatch.setattr(validate, "decode_problem", lambda path: seen.append(path.name))
+    known = {broken_dataset[0].audio_path, broken_dataset[1].audio_path}
+    report = validate_items(broken_dataset, decoded=known)
+    assert sorted(seen) == ["notes.wav", "truncated.wav"]
+    assert [i.key for i in report.missing] == ["gone1.wav", "gone2.wav"]
+
+
+def test_feature_cache_knows_which_files_it_holds(tmp_path, clotho_clips):
+    import torch
+
+    from audiocap.data.cache import FeatureCache
+    from audiocap.encoders import create_encoder
+
+    torch.manual_seed(0)
+    encoder = create_encoder("scratch-cnn10", channels=(4, 4, 4, 8)).freeze()
+    cache = FeatureCache(tmp_path)
+    cache.get(encoder, clotho_clips[0])
+    assert cache.cached(encoder, clotho_clips[:2]) == {clotho_clips[0]}

@@ -105,6 +105,11 @@ class FeatureCache:
             save_atomic(directory / "encoder.json", json.dumps(key, indent=2, default=str).encode())
         return directory
 
+    def cached(self, encoder: AudioEncoder, audio_paths: Sequence[Path]) -> set[Path]:
+        """The paths whose frames are stored (so they decoded when stored, and are unchanged since)."""
+        directory = self.encoder_dir(encoder)
+        return {p for p in audio_paths if p.is_file() and (directory / f"{audio_key(p, self.identity)}.npy").exists()}
+
     def fill(self, encoder: AudioEncoder, audio_paths: Sequence[str | os.PathLike], batch_size: int = 8,
              progress: bool = True) -> list[Path]:
         """The entry file of each audio file, computing the missing ones in batches."""

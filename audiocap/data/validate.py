@@ -12,6 +12,7 @@ import csv
 import os
 import sys
 from collections import Counter
+from collections.abc import Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,9 @@ def decode_problem(path: Path) -> str | None:
     return None
 
 
-def validate_items(items: list[CaptionItem], progress: bool = False, workers: int = 4) -> Report:
+def validate_items(items: list[CaptionItem], progress: bool = False, workers: int = 4,
+                   decoded: Set[Path] = frozenset()) -> Report:
+    """`decoded`: audio paths known to decode (e.g. their frames are in the feature cache), not decoded again."""
     report = Report(n_items=len(items))
     counts = Counter(item.key for item in items)
     report.duplicates = {key: n for key, n in counts.items() if n > 1}
@@ -81,7 +84,10 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
             report.empty_captions.append((item, numbers))
     present = []
     for item in items:
-        (present if item.audio_path.is_file() else report.missing).append(item)
+        if not item.audio_path.is_file():
+            report.missing.append(item)
+        elif item.audio_path not in decoded:
+            present.append(item)
     # libsndfile releases the GIL, so threads overlap disk reads and decoding
     with ThreadPoolExecutor(workers) as pool:
         problems = pool.map(decode_problem, [item.audio_path for item in present])
@@ -92,9 +98,10 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
     return report
 
 
-def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True) -> list[CaptionItem]:
+def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True,
+                decoded: Set[Path] = frozenset()) -> list[CaptionItem]:
     """The items to train on: all of them if valid; else the usable ones if `skip_bad`, else raise."""
-    report = validate_items(items, progress=progress)
+    report = validate_items(items, progress=progress, decoded=decoded)
     if report.ok:
         return items
     if not skip_bad:
