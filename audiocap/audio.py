@@ -23,6 +23,9 @@ import torch
 
 from audiocap.errors import AudioLoadError
 
+# What libsndfile (through soundfile) decodes; used to find audio in folders.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+
 
 @dataclass(frozen=True)
 class MelSettings:

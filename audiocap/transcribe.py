@@ -15,7 +15,6 @@ from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
 USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 0.5}  # see CaptioningPipeline.caption
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
 class CaptioningPipeline:
@@ -104,6 +103,7 @@ def run_caption(args) -> int:
     # instead of spinning. Spinning only pays off on cores nobody else uses; on a machine shared with a training
     # job the spinning threads took the CPU from the working ones (cold start 5 s -> 6-12 s measured here).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from audiocap.audio import AUDIO_EXTENSIONS  # after OMP_WAIT_POLICY: this imports torch
     from audiocap.errors import AudiocapError
 
     files, failed = find_audio_files(args.inputs)
@@ -153,6 +153,8 @@ def run_caption(args) -> int:
 def find_audio_files(inputs: list[str]) -> tuple[list[Path], int]:
     """Files given directly (audio or not: loading tells) and audio files found under folders.
     Returns the files and the number of inputs that do not exist (reported on stderr)."""
+    from audiocap.audio import AUDIO_EXTENSIONS
+
     files, missing = [], 0
     for name in inputs:
         path = Path(name)

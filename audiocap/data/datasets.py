@@ -23,7 +23,6 @@ from pathlib import Path
 from audiocap.errors import DataError
 
 CLOTHO_SPLITS = ("development", "validation", "evaluation")
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".m4a", ".aiff", ".aif")
 
 
 @dataclass
@@ -81,7 +80,7 @@ def audiocaps(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list
     """AudioCaps clips with all their captions, in order of first appearance in the CSV.
 
     The audio of clip `youtube_id` is the file in `audio_dir` whose name without extension is
-    the youtube id (any of `AUDIO_EXTENSIONS`); a missing file is given the `.wav` name so that
+    the youtube id (any of `audio.AUDIO_EXTENSIONS`); a missing file is given the `.wav` name so that
     validation can report it.
     """
     csv_path, audio_dir = Path(csv_path), Path(audio_dir)
@@ -103,6 +102,8 @@ def audiocaps(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list
 
 def _audio_files_by_stem(audio_dir: Path) -> dict[str, Path]:
     # one directory listing instead of probing every extension for each of ~50k clips
+    from audiocap.audio import AUDIO_EXTENSIONS
+
     if not audio_dir.is_dir():
         return {}
     return {
