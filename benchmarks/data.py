@@ -3,9 +3,10 @@
     python -m benchmarks.data [--batch-size 32] [--epochs 3]   (from the project root)
 
 1. Fills a feature cache with `scratch-cnn10` frames (512-d, 6.25 frames/s, the shape of PANNs
-   CNN10) of the real Clotho clips in ../shared/data, then times a shuffling DataLoader with
-   the padding collate over a dataset of those entries repeated to `--samples` items, with 0
-   and 2 worker processes. The repeated entries sit in the page cache, as a 1 GB Clotho cache
+   CNN10) of the real Clotho clips in ../shared/data, then times the training loop's own data
+   path — (memory-mapped frames, caption ids) pairs through a shuffling DataLoader with
+   `train.collate` — over those entries repeated to `--samples` pairs, with 0 (what `audiocap
+   train` uses) and 2 worker processes. The repeated entries sit in the page cache, as a 1 GB Clotho cache
    does on a machine with RAM to spare; from a cold disk, the disk sets the rate.
 2. Times a training step (forward, cross-entropy, backward, AdamW) on a batch of the same shape
    for `audiocap.model.AudioCaptioner` at its default dimensions, and for a stand-in
@@ -24,18 +25,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from audiocap.data.cache import FeatureCache
-from audiocap.data.datasets import CaptionItem
-from audiocap.data.loader import CachedFeatures, collate_frames
 from audiocap.encoders import create_encoder
 from audiocap.model import AudioCaptioner, ModelDimensions
+from audiocap.train import collate
 
 SHARED_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clotho" / "audio" / "validation"
 VOCAB, CAPTION_TOKENS = 5000, 22  # a Clotho-sized vocabulary; <bos> + a typical caption
 
 
-def loader_batches_per_second(dataset: CachedFeatures, batch_size: int, workers: int, epochs: int) -> float:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        collate_fn=collate_frames, persistent_workers=workers > 0)
+def loader_batches_per_second(pairs: list, batch_size: int, workers: int, epochs: int) -> float:
+    loader = DataLoader(pairs, batch_size=batch_size, shuffle=True, num_workers=workers,
+                        collate_fn=collate, persistent_workers=workers > 0)
     next(iter(loader))  # worker start-up is paid once per run, not per batch
     start, batches = time.perf_counter(), 0
     for _ in range(epochs):
@@ -57,8 +57,9 @@ def captioner_step(dim: int):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step(batch):
-        tokens = torch.randint(4, VOCAB, (len(batch["frames"]), CAPTION_TOKENS + 1))
-        out = model(batch["frames"], batch["frame_lengths"], tokens[:, :-1])
+        frames, frame_lengths = batch[:2]
+        tokens = torch.randint(4, VOCAB, (len(frames), CAPTION_TOKENS + 1))
+        out = model(frames, frame_lengths, tokens[:, :-1])
         loss = torch.nn.functional.cross_entropy(out["logits"].transpose(1, 2), tokens[:, 1:])
         optimizer.zero_grad()
         loss.backward()
@@ -78,9 +79,10 @@ def stand_in_transformer_step(dim: int):
     causal = torch.nn.Transformer.generate_square_subsequent_mask(CAPTION_TOKENS)
 
     def step(batch):
-        tokens = torch.randint(4, VOCAB, (len(batch["frames"]), CAPTION_TOKENS + 1))
-        padding = torch.arange(batch["frames"].shape[1])[None, :] >= batch["frame_lengths"][:, None]
-        hidden = transformer(project(batch["frames"]), embed(tokens[:, :-1]), tgt_mask=causal,
+        frames, frame_lengths = batch[:2]
+        tokens = torch.randint(4, VOCAB, (len(frames), CAPTION_TOKENS + 1))
+        padding = torch.arange(frames.shape[1])[None, :] >= frame_lengths[:, None]
+        hidden = transformer(project(frames), embed(tokens[:, :-1]), tgt_mask=causal,
                              src_key_padding_mask=padding, memory_key_padding_mask=padding)
         loss = torch.nn.functional.cross_entropy(head(hidden).transpose(1, 2), tokens[:, 1:])
         optimizer.zero_grad()
@@ -103,15 +105,14 @@ def main() -> None:
     encoder = create_encoder("scratch-cnn10").freeze()
     with tempfile.TemporaryDirectory() as root:
         start = time.perf_counter()
-        base = CachedFeatures.build([CaptionItem(c.name, c, ["a caption"]) for c in clips], FeatureCache(root), encoder)
+        frames = FeatureCache(root).get_many(encoder, clips)
         print(f"filled the cache with {len(clips)} clips in {time.perf_counter() - start:.1f} s")
-        repeats = range(args.samples)
-        dataset = CachedFeatures([base.entries[i % len(clips)] for i in repeats],
-                                 [base.captions[i % len(clips)] for i in repeats])
-        rates = {w: loader_batches_per_second(dataset, args.batch_size, w, args.epochs) for w in (0, 2)}
-        batch = collate_frames([dataset[i] for i in range(args.batch_size)])
+        caption_ids = list(range(4, 4 + CAPTION_TOKENS - 1))  # <bos> + these = CAPTION_TOKENS
+        pairs = [(frames[i % len(clips)], caption_ids) for i in range(args.samples)]
+        rates = {w: loader_batches_per_second(pairs, args.batch_size, w, args.epochs) for w in (0, 2)}
+        batch = collate(pairs[:args.batch_size])
 
-    print(f"batch: frames {tuple(batch['frames'].shape)}, captions of {CAPTION_TOKENS} tokens")
+    print(f"batch: frames {tuple(batch[0].shape)}, captions of {CAPTION_TOKENS} tokens")
     for workers, rate in rates.items():
         print(f"loader, {workers} workers: {rate:8.1f} batches/s")
     for name, make_step in [("AudioCaptioner(default dims)", captioner_step),

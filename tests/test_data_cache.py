@@ -13,8 +13,6 @@ from torch.utils.data import DataLoader
 
 from audiocap.data import cache as cache_module
 from audiocap.data.cache import FeatureCache
-from audiocap.data.datasets import CaptionItem
-from audiocap.data.loader import CachedFeatures, collate_frames
 from audiocap.encoders.base import AudioEncoder
 from audiocap.errors import AudioLoadError
 
@@ -116,16 +114,17 @@ def test_a_killed_write_leaves_no_entry(tmp_path, clips, monkeypatch):
 
 
 def test_dataloader_workers_read_padded_batches(tmp_path, clips):
-    items = [CaptionItem(c.name, c, [f"caption of {c.name}"]) for c in clips]
+    """The training loop's data path: memory-mapped entries, padded by `train.collate`, read by workers."""
+    from audiocap.train import collate
+
     encoder = FrameStats()
-    dataset = CachedFeatures.build(items, FeatureCache(tmp_path / "cache"), encoder, progress=False)
-    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_frames)
-    batches = list(loader)
+    frames = FeatureCache(tmp_path / "cache").get_many(encoder, clips, progress=False)
+    pairs = [(f, [4 + i]) for i, f in enumerate(frames)]
+    batches = list(DataLoader(pairs, batch_size=2, num_workers=2, collate_fn=collate))
     assert encoder.clips_encoded == 3  # workers only read
-    frames = torch.cat([f[:n] for b in batches for f, n in zip(b["frames"], b["frame_lengths"])])
-    expected = torch.cat([dataset[i][0] for i in range(3)])
-    assert torch.equal(frames, expected)
-    assert batches[0]["frames"].shape[0] == 2 and batches[0]["captions"][1] == [f"caption of {clips[1].name}"]
+    read = torch.cat([f[:n] for b in batches for f, n in zip(b[0], b[1])])
+    assert torch.equal(read, torch.cat([torch.from_numpy(np.array(f)) for f in frames]))
+    assert batches[0][0].shape[0] == 2 and batches[0][3][1].tolist() == [5, 2]  # w, <eos>
 
 
 def test_missing_audio_names_the_file_and_the_fix(tmp_path):
