@@ -38,6 +38,11 @@ class TrainConfig:
     finetune_encoder: bool = False  # False: frozen, its frames computed once and cached
     encoder_learning_rate: float | None = None  # None = learning_rate; smaller keeps more of the pretraining
     crop_seconds: float | None = None  # train on random crops of clips (bounds memory); validation: whole clips
+    # the fine-tuned encoder's batch norm: "batch" = statistics of each process's batch; "sync" = of the global
+    # batch across DDP processes (SyncBatchNorm, CUDA only); "frozen" = the pretrained running statistics
+    # (scale/shift still train; exact under DDP on any device); "auto" = sync under DDP on CUDA, else batch
+    encoder_batchnorm: str = "auto"
+    encoder_dropout: float | None = None  # None = the encoder's own (PANNs: 0.2 after every conv block)
     # captioning model: fields of model.ModelDimensions (input size and vocabulary are filled in)
     model: dict = field(default_factory=dict)
     min_word_count: int = 1
@@ -68,8 +73,8 @@ class TrainConfig:
     # system
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
-    bf16: bool = False
-    fp16_model_file: bool = False  # store the final model file's weights in float16 (half the size)  # bfloat16 autocast of the forward pass
+    bf16: bool = False  # bfloat16 autocast of the forward pass
+    fp16_model_file: bool = False  # store the final model file's weights in float16 (half the size)
 
     def __post_init__(self):
         from audiocap.errors import ConfigError
@@ -78,7 +83,8 @@ class TrainConfig:
         for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
             if not getattr(self, key):
                 raise ConfigError(f"config key {key!r} is required (a Clotho-format CSV / audio folder)")
-        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none")}
+        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none"),
+                   "encoder_batchnorm": ("auto", "batch", "sync", "frozen")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
@@ -116,9 +122,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from audiocap.data.validate import check_items
     from audiocap.decoding import DecodingOptions, decode
     from audiocap.encoders import create_encoder
+    from audiocap.errors import ConfigError
     from audiocap.model import AudioCaptioner, ModelDimensions, rlssr_loss
     from audiocap.tokenizer import Tokenizer
-    from audiocap.training_utils import (WaveformPairs, load_checkpoint, lr_factor, mixup, param_groups, rng_state,
+    from audiocap.training_utils import (WaveformPairs, encoder_batchnorm_mode, freeze_batchnorm_statistics,
+                                         load_checkpoint, lr_factor, mixup, param_groups, rng_state,
                                          save_checkpoint, set_rng_state, setup_distributed, spec_augment,
                                          unfreeze_for_finetuning)
 
@@ -147,6 +155,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     if config.finetune_encoder:  # the encoder changes every step: nothing to cache; validation re-encodes
         encoder = unfreeze_for_finetuning(encoder.to(ddp.device))
+        batchnorm = encoder_batchnorm_mode(config.encoder_batchnorm, ddp)
+        if config.encoder_dropout is not None:
+            if not hasattr(encoder, "dropout"):
+                raise ConfigError(f"encoder_dropout: encoder {config.encoder!r} has no dropout to set; remove the key")
+            encoder.dropout = config.encoder_dropout
+        if batchnorm == "sync":  # same parameter and buffer names: checkpoints and model files are unchanged
+            encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         train_pairs = WaveformPairs(pairs([it.audio_path for it in train_items], train_items),
                                     encoder.sample_rate, config.crop_seconds)
         val_frames = None
@@ -200,6 +215,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         # ---- one epoch of training
         ddp_model.train()
         encoder.train()  # a no-op for a frozen encoder: AudioEncoder keeps it in eval mode
+        if config.finetune_encoder and batchnorm == "frozen":
+            freeze_batchnorm_statistics(encoder)
         sampler.set_epoch(epoch)
         progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not ddp.is_main)
         for frames, frame_lengths, tokens_in, tokens_out in progress:

@@ -118,6 +118,29 @@ def unfreeze_for_finetuning(encoder):
     return encoder
 
 
+def encoder_batchnorm_mode(setting: str, ddp) -> str:
+    """The fine-tuned encoder's batch-norm mode for TrainConfig.encoder_batchnorm on this run's devices."""
+    from audiocap.errors import ConfigError
+
+    if setting == "auto":
+        setting = "sync" if ddp.enabled and ddp.device.type == "cuda" else "batch"
+    if setting == "sync" and ddp.device.type != "cuda":
+        raise ConfigError("encoder_batchnorm=sync: PyTorch's SyncBatchNorm runs on CUDA only; on this device use "
+                          "encoder_batchnorm=frozen (exact under DDP) or batch")
+    if setting == "batch" and ddp.enabled and ddp.is_main:
+        print("note: each process normalises its own batch in the encoder's batch norm (encoder_batchnorm=batch); "
+              "encoder_batchnorm=frozen makes N processes equal one process with their combined batch", flush=True)
+    return setting
+
+
+def freeze_batchnorm_statistics(module: torch.nn.Module) -> None:
+    """Put the batch-norm layers in eval mode: they normalise with their running statistics and stop
+    updating them; their scale and shift still train."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.eval()
+
+
 def param_groups(module: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
     """AdamW groups for `module`'s trainable parameters: weight decay on matrices and kernels, none
     on biases and norms (their 1-d parameters)."""

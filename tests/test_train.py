@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
 import subprocess
 import sys
@@ -201,13 +202,7 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path, ca
                                     dropout=0.0, rlssr_hidden=64))
     train(tiny_config(tmp_path / "one", small_csv, feature_cache, batch_size=10, **deterministic))
 
-    config = tiny_config(tmp_path / "two", small_csv, feature_cache, batch_size=5, **deterministic)
-    config_path = tmp_path / "two.yaml"
-    config_path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                    "-m", "audiocap", "train", str(config_path)], check=True, cwd=ROOT, env=env,
-                   stdout=subprocess.DEVNULL, timeout=300)
+    run_torchrun(tiny_config(tmp_path / "two", small_csv, feature_cache, batch_size=5, **deterministic), tmp_path)
 
     one = load_checkpoint(tmp_path / "one" / "last.pt")
     two = load_checkpoint(tmp_path / "two" / "last.pt")
@@ -239,8 +234,9 @@ def finetune_config(out_dir: Path, captions_csv: Path, **overrides) -> TrainConf
     """Two training clips (10 pairs: 2 steps of 5 per epoch) in 1 s crops, one validation clip."""
     train_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_train.csv"), 2)
     val_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_val.csv"), 1)
+    settings = dict(encoder_learning_rate=1e-3, crop_seconds=1.0, batch_size=5, warmup_steps=2)
     config = tiny_config(out_dir, train_csv, out_dir / "cache", encoder="scratch-cnn10", finetune_encoder=True,
-                         encoder_learning_rate=1e-3, crop_seconds=1.0, batch_size=5, warmup_steps=2, **overrides)
+                         **{**settings, **overrides})
     return dataclasses.replace(config, val_csv=str(val_csv))
 
 
@@ -286,6 +282,63 @@ def test_finetuning_resumes_exactly(tmp_path, captions_csv, tiny_encoder, monkey
     for part in ("model", "encoder"):
         for key, value in straight[part].items():
             assert torch.equal(value, resumed[part][key]), (part, key)
+
+
+def run_torchrun(config: TrainConfig, tmp_path: Path, processes: int = 2) -> None:
+    config_path = tmp_path / f"{Path(config.out_dir).name}.yaml"
+    config_path.write_text(yaml.safe_dump(dataclasses.asdict(config)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+                    "-m", "audiocap", "train", str(config_path)], check=True, cwd=ROOT, env=env,
+                   stdout=subprocess.DEVNULL, timeout=300)
+
+
+def test_finetuning_ddp_with_frozen_batchnorm_equals_one_process(tmp_path, captions_csv):
+    # whole clips (random crops would differ between 1 and 2 processes), no SpecAugment, no dropout (in the
+    # encoder neither: each process draws its own random numbers);
+    # the subprocesses cannot see a monkeypatch: encoder_options makes the encoder tiny
+    from audiocap.encoders import create_encoder
+
+    torch.manual_seed(0)  # as training does right before building the encoder
+    initial = create_encoder("scratch-cnn10", channels=TINY_CNN10).state_dict()
+    deterministic = dict(epochs=1, crop_seconds=None, time_masks=0, feature_masks=0, encoder_batchnorm="frozen",
+                         encoder_dropout=0.0,
+                         encoder_options={"channels": list(TINY_CNN10)},
+                         model=dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128,
+                                    dropout=0.0, rlssr_hidden=64))
+    train(finetune_config(tmp_path / "one", captions_csv, **{**deterministic, "batch_size": 10}))
+    run_torchrun(finetune_config(tmp_path / "two", captions_csv, **{**deterministic, "batch_size": 5}), tmp_path)
+
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    two = load_checkpoint(tmp_path / "two" / "last.pt")
+    assert one["step"] == two["step"] == 1
+    for part in ("model", "encoder"):
+        for key, value in one[part].items():
+            torch.testing.assert_close(two[part][key], value, rtol=1e-4, atol=1e-5, msg=f"{part}.{key}")
+    # frozen: the pretrained (here: initial) statistics are used and kept, while the convolutions train
+    assert torch.equal(one["encoder"]["bn0.running_mean"], initial["bn0.running_mean"])
+    assert torch.equal(one["encoder"]["conv_block1.bn1.running_var"], initial["conv_block1.bn1.running_var"])
+    assert not torch.equal(one["encoder"]["conv_block1.conv1.weight"], initial["conv_block1.conv1.weight"])
+
+
+def test_encoder_batchnorm_modes_per_device(capsys):
+    from audiocap.training_utils import Distributed, encoder_batchnorm_mode
+
+    cpu_ddp, cuda_ddp = Distributed(0, 2, torch.device("cpu")), Distributed(0, 2, torch.device("cuda"))
+    assert encoder_batchnorm_mode("auto", cuda_ddp) == "sync"
+    assert encoder_batchnorm_mode("auto", Distributed(0, 1, torch.device("cuda"))) == "batch"
+    assert encoder_batchnorm_mode("auto", cpu_ddp) == "batch"
+    assert "encoder_batchnorm=frozen" in capsys.readouterr().out  # N processes != 1 process: said once
+    assert encoder_batchnorm_mode("frozen", cpu_ddp) == "frozen"
+    with pytest.raises(ConfigError, match="CUDA only"):
+        encoder_batchnorm_mode("sync", cpu_ddp)
+
+
+def test_bf16_autocast_trains(tmp_path, captions_csv, feature_cache):
+    model_path = train(tiny_config(tmp_path, captions_csv, feature_cache, epochs=3, bf16=True))
+    losses = train_losses(tmp_path)
+    assert model_path.is_file() and all(map(math.isfinite, losses))
+    assert sum(losses[-2:]) < sum(losses[:2]), losses
 
 
 def test_encoder_options_reach_the_encoder(tmp_path):

@@ -103,6 +103,7 @@ class PannsCnn(AudioEncoder):
         super().__init__()
         self.name, self.mel, self.pool_last_block = name, mel, pool_last_block
         self.options = {"channels": list(channels)}
+        self.dropout = 0.2  # after every conv block, in training mode only (PANNs' value); not an output setting
         self.pools = len(channels) if pool_last_block else len(channels) - 1  # number of 2× downsamplings
         self.frame_rate = mel.sample_rate / mel.hop_length / 2 ** self.pools
         self.dim = channels[-1]
@@ -138,7 +139,7 @@ class PannsCnn(AudioEncoder):
         x = self.bn0(x[:, None].transpose(1, 3)).transpose(1, 3)  # normalise each mel band: (B, 1, T, n_mels)
         for i, block in enumerate(self.blocks):
             pooled = i < len(self.blocks) - 1 or self.pool_last_block
-            x = F.dropout(block(x, pool_size=2 if pooled else 1), p=0.2, training=self.training)
+            x = F.dropout(block(x, pool_size=2 if pooled else 1), p=self.dropout, training=self.training)
         frames = x.mean(dim=3).transpose(1, 2)  # (B, T', channels): average over the remaining mel axis
         return frames, self.frame_lengths(lengths).clamp(max=frames.shape[1])
 
