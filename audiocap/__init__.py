@@ -6,8 +6,9 @@
 __version__ = "0.1.0"
 
 
-def load_model(path=None, device=None):
-    """Load a captioning model file (default: the model bundled with the package)."""
+def load_model(path=None, device=None, precision="auto"):
+    """Load a captioning model file (default: the model bundled with the package); see
+    audiocap.transcribe.load_model for `precision`."""
     from audiocap.transcribe import load_model as _load
 
-    return _load(path, device=device)
+    return _load(path, device=device, precision=precision)

@@ -21,6 +21,9 @@ def configure_evaluate(parser) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: those of audiocap.metrics.evaluate)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="fp32",
+                        help="decoder weights (default fp32: the model's scores exactly as trained; "
+                        "see `audiocap caption -h`)")
 
 
 def run_evaluate(args) -> int:
@@ -35,7 +38,7 @@ def run_evaluate(args) -> int:
     from audiocap.transcribe import load_model
 
     items = check_items(load_captions_csv(args.captions, args.audio_dir), progress=sys.stderr.isatty())
-    pipeline = load_model(args.model, args.device)
+    pipeline = load_model(args.model, args.device, args.precision)
     predictions = []
     with tqdm(total=len(items), unit="file", desc="captioning", file=sys.stderr) as progress:
         for start in range(0, len(items), args.batch_size):
@@ -52,6 +55,7 @@ def run_evaluate(args) -> int:
         writer.writerow(["file_name", "caption_predicted"])
         writer.writerows((it.key, caption) for it, caption in zip(items, predictions))
     report = {"model": str(args.model or "default"), "captions": str(args.captions), "beam_size": args.beam,
+              "precision": pipeline.precision,
               "n_clips": len(items), "scores": scores}
     (args.out / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, value in scores.items():

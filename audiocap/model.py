@@ -219,8 +219,8 @@ class CaptionDecoder(nn.Module):
             x = block(x, causal_mask, memory_kv[i], memory_attn_mask, self_kv_cache)
 
         hidden = self.ln(x)
-        weight = self.token_embedding.weight if self.output is None else self.output.weight
-        return F.linear(hidden, weight), hidden
+        logits = F.linear(hidden, self.token_embedding.weight) if self.output is None else self.output(hidden)
+        return logits, hidden
 
 
 class FrameEncoder(nn.Module):

@@ -26,6 +26,7 @@ class CaptioningPipeline:
         self.tokenizer = tokenizer
         self.device = device
         self.sample_rate: int = encoder.sample_rate  # arrays passed to `caption` must be at this rate
+        self.precision = "fp32"  # of the decoder's weights; load_model may choose fp16 or int8
 
     def caption(self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, **decoding_options) -> list[str]:
         """One caption per input: an audio file path, or a mono float waveform at `self.sample_rate`.
@@ -67,8 +68,15 @@ class CaptioningPipeline:
         return [r.text for r in results]
 
 
-def load_model(path: str | Path | None = None, device: str | None = None) -> CaptioningPipeline:
-    """Load a model file written by `audiocap train` (default: the model bundled with the package)."""
+def load_model(
+    path: str | Path | None = None, device: str | None = None, precision: str = "auto"
+) -> CaptioningPipeline:
+    """Load a model file written by `audiocap train` (default: the model bundled with the package).
+
+    `precision` of the decoder's weights (see audiocap.quantize): "fp32"; "fp16" (CPU: beam search ~1.4x
+    faster, same captions as fp32 on the default model's 100 held-out clips); "int8" (CPU: fastest for one
+    clip at a time, changes ~1 caption in 20); "auto" = fp16 on a CPU that has the kernel, else fp32.
+    The audio encoder and the transformer encoder always run in float32."""
     import torch
 
     from audiocap import model_file
@@ -80,8 +88,34 @@ def load_model(path: str | Path | None = None, device: str | None = None) -> Cap
                 "`audiocap train configs/clotho_cnn10_rlssr.yaml`)") if path == DEFAULT_MODEL else "check --model"
         raise CheckpointError(f"{path}: model file not found; {hint}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = decoder_precision(precision, device)
     captioner, tokenizer, encoder = model_file.load_model_file(path)
-    return CaptioningPipeline(encoder.to(device), captioner.to(device), tokenizer, device)
+    captioner = captioner.to(device).eval()
+    if precision != "fp32":
+        from audiocap.quantize import compact_decoder
+
+        compact_decoder(captioner, precision)
+    pipeline = CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
+    pipeline.precision = precision
+    return pipeline
+
+
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def decoder_precision(precision: str, device) -> str:
+    """The decoder-weight precision `load_model(..., precision)` uses on `device`."""
+    from audiocap.errors import AudiocapError
+    from audiocap.quantize import precision_available
+
+    if precision not in PRECISIONS:
+        raise AudiocapError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "auto":
+        return "fp16" if device.type == "cpu" and precision_available("fp16") else "fp32"
+    if precision != "fp32" and (device.type != "cpu" or not precision_available(precision)):
+        raise AudiocapError(f"precision {precision} needs this PyTorch build's CPU kernels (device {device}); "
+                            "use --precision fp32")
+    return precision
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,6 +130,10 @@ def configure_caption(parser) -> None:
     parser.add_argument("--format", choices=("text", "json", "csv"), default="text",
                         help="text: `file: caption` lines; csv: DCASE `file_name,caption_predicted`; json: a list")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="decoder weights: auto = fp16 on CPU (same captions as fp32 on our held-out clips, "
+                        "~1.4x faster beam search), fp32 elsewhere; int8 = fastest for one clip at a time, "
+                        "changes ~1 caption in 20")
 
 
 def run_caption(args) -> int:
@@ -117,7 +155,7 @@ def run_caption(args) -> int:
 
     from audiocap.audio import load_audio
 
-    pipeline = load_model(args.model, args.device)
+    pipeline = load_model(args.model, args.device, args.precision)
     results = []  # (file, caption)
 
     def emit(path: Path, caption: str) -> None:

@@ -3,6 +3,7 @@ of each clip's time spent decoding, and the cold start of `audiocap caption` on 
 
     python benchmarks/caption.py [--encoder scratch-cnn10] [--clips 16] [--threads 2]
 
+Decoder weights in float32, float16 (the CPU default of `audiocap caption`) and int8 (audiocap.quantize).
 The captioner has the size of configs/clotho_cnn10_rlssr.yaml with a Clotho-sized vocabulary and
 random weights; every caption is forced to `--words` words (Clotho's mean is ~11), so decoding
 does the work a trained model does. `scratch-cnn10` costs exactly what `panns-cnn10` costs.
@@ -46,6 +47,19 @@ def build_pipeline(encoder_name: str, n_vocab: int):
     tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
     dims = ModelDimensions(**config["model"], n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab)
     return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
+
+
+def compact_copy(pipeline, precision: str):
+    """The pipeline with its decoder's weights in `precision` (audiocap.quantize), as load_model makes it."""
+    import copy
+
+    from audiocap.quantize import compact_decoder
+    from audiocap.transcribe import CaptioningPipeline
+
+    if precision == "fp32":
+        return pipeline
+    captioner = compact_decoder(copy.deepcopy(pipeline.captioner).eval(), precision)
+    return CaptioningPipeline(pipeline.encoder, captioner, pipeline.tokenizer, pipeline.device)
 
 
 def time_batches(pipeline, waveforms, batch_size: int, beam_size: int, words: int) -> tuple[float, float]:
@@ -95,6 +109,7 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=11, help="words per caption")
     parser.add_argument("--vocab", type=int, default=4500, help="vocabulary size (Clotho development: ~4.5k)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32,fp16,int8", help="decoder weights to compare (audiocap.quantize)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -107,25 +122,30 @@ def main() -> None:
     clips = [torch.from_numpy(load_audio(p, rate)[: 10 * rate]) for p in sources]
     clips = [c for c in clips if len(c) == 10 * rate]
     waveforms = [clips[i % len(clips)] for i in range(args.clips)]
-    configs = [(beam, batch_size) for beam in (1, 3) for batch_size in (1, 16)]
-    for beam, batch_size in configs:  # warm-up: first-call allocations of every batch shape
-        time_batches(pipeline, waveforms[:batch_size], batch_size, beam, args.words)
+    pipelines = {precision: compact_copy(pipeline, precision) for precision in args.precisions.split(",")}
+    configs = [(precision, beam, batch_size) for precision in pipelines for beam in (1, 3) for batch_size in (1, 16)]
+    for precision, beam, batch_size in configs:  # warm-up: first-call allocations of every batch shape
+        time_batches(pipelines[precision], waveforms[:batch_size], batch_size, beam, args.words)
     runs = {config: [] for config in configs}  # (encode_s, decode_s) per repeat
     for _ in range(args.repeats):
-        for beam, batch_size in configs:
-            runs[beam, batch_size].append(time_batches(pipeline, waveforms, batch_size, beam, args.words))
+        for precision, beam, batch_size in configs:
+            runs[precision, beam, batch_size].append(
+                time_batches(pipelines[precision], waveforms, batch_size, beam, args.words))
 
     print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
-    print(f"{'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} {'decode ms/clip':>14s} "
-          f"{'decoder share':>13s}")
-    for (beam, batch_size), times in runs.items():
+    print(f"{'decoder':>7s} {'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} "
+          f"{'decode ms/clip':>14s} {'decoder share':>13s} {'decoding vs fp32':>16s}")
+    for (precision, beam, batch_size), times in runs.items():
         encode_s, decode_s = (statistics.median(t) for t in zip(*times))
         share = statistics.median(d / (e + d) for e, d in times)
         total = encode_s + decode_s
         name = "greedy" if beam == 1 else f"beam {beam}"
-        print(f"{name:>8s} {batch_size:5d} {args.clips / total:10.2f} {1000 * total / args.clips:8.1f} "
-              f"{1000 * decode_s / args.clips:14.1f} {100 * share:12.1f}%")
+        speedup = ""
+        if ("fp32", beam, batch_size) in runs:
+            speedup = f"{statistics.median(d for _, d in runs['fp32', beam, batch_size]) / decode_s:15.2f}x"
+        print(f"{precision:>7s} {name:>8s} {batch_size:5d} {args.clips / total:10.2f} {1000 * total / args.clips:8.1f} "
+              f"{1000 * decode_s / args.clips:14.1f} {100 * share:12.1f}% {speedup}")
     times = cold_start(pipeline, sources[0], args.repeats)
     print(f"cold start of `audiocap caption` on one 10 s clip: median {statistics.median(times):.2f} s "
           f"(min {min(times):.2f} s; untrained, so {pipeline.captioner.dims.max_caption_tokens - 1} words)")

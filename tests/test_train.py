@@ -163,7 +163,7 @@ def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, fe
 
     # the model file alone captions raw audio (it holds the encoder): same captions as from the cache
     first = [it.audio_path for it in items[:2]]
-    assert audiocap.load_model(model_path, device="cpu").caption(first, beam_size=1) == captions[:2]
+    assert audiocap.load_model(model_path, device="cpu", precision="fp32").caption(first, beam_size=1) == captions[:2]
 
 
 def test_trains_without_rlssr(tmp_path, captions_csv, feature_cache):
@@ -267,7 +267,7 @@ def test_finetuning_trains_the_encoder_into_the_model_file(tmp_path, captions_cs
     paths = [it.audio_path for it in load_captions_csv(config.train_csv, CLOTHO_VALIDATION_AUDIO)]
     frames = [encoder.encode_file(p) for p in paths]
     in_memory = caption_frames(captioner, tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1), decode)
-    assert audiocap.load_model(model_path, device="cpu").caption(paths, beam_size=1) == in_memory
+    assert audiocap.load_model(model_path, device="cpu", precision="fp32").caption(paths, beam_size=1) == in_memory
 
 
 def test_finetuning_resumes_exactly(tmp_path, captions_csv, tiny_encoder, monkeypatch):

@@ -113,11 +113,38 @@ def test_evaluate_cli_writes_predictions_and_scores(model_path, audio_dir, tmp_p
     assert main(argv) == 0
     rows = list(csv.reader(open(out / "predictions.csv", newline="", encoding="utf-8")))
     assert rows[0] == ["file_name", "caption_predicted"] and len(rows) == 4
-    scores = json.loads((out / "scores.json").read_text())["scores"]
+    report = json.loads((out / "scores.json").read_text())
+    scores = report["scores"]
     assert {"bleu_4", "rouge_l"} <= set(scores) and 0 <= scores["rouge_l"] <= 1
+    assert report["precision"] == "fp32"  # evaluation scores the model as trained
 
 
 def test_caption_command_imports_torch_only_when_it_runs():
     code = ("import sys; from audiocap.cli import build_parser; build_parser(['caption', 'x.wav']);"
             "import audiocap.evaluate, audiocap.train; assert 'torch' not in sys.modules, 'eager torch import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_precision_choices(model_path, audio_dir):
+    import torch
+
+    from audiocap.errors import AudiocapError
+    from audiocap.quantize import precision_available
+    from audiocap.transcribe import decoder_precision
+
+    files = sorted(audio_dir.iterdir())
+    exact = audiocap.load_model(model_path, device="cpu", precision="fp32")
+    assert exact.precision == "fp32"
+    default = audiocap.load_model(model_path, device="cpu")
+    assert default.precision == ("fp16" if precision_available("fp16") else "fp32")
+    assert default.caption(files, beam_size=2) == exact.caption(files, beam_size=2)
+    for precision in ("fp16", "int8"):
+        if precision_available(precision):
+            compact = audiocap.load_model(model_path, device="cpu", precision=precision)
+            assert compact.precision == precision and all(compact.caption(files, beam_size=2))
+    with pytest.raises(AudiocapError, match="precision must be one of"):
+        audiocap.load_model(model_path, device="cpu", precision="bf16")
+    with pytest.raises(AudiocapError, match="--precision fp32"):
+        decoder_precision("int8", torch.device("cuda"))
+    assert decoder_precision("auto", torch.device("cuda")) == "fp32"  # GPUs keep float32
+    assert main(["caption", str(files[0]), "--model", str(model_path), "--precision", "int8"]) == 0
