@@ -11,7 +11,8 @@ Target: beam-3 decoding ≤ 15 % of per-clip time with a Cnn10-sized encoder.
 
 Fairness on a shared machine: every configuration is warmed up once, then all are measured in turn
 `--repeats` times and the median is reported, so a burst of load from other jobs hits every row alike;
-the decoder's share comes from the encoder and decoder times of the same batches. OpenMP threads sleep
+each batch is encoded once and decoded by every decoder precision in turn, and the decoder's share
+comes from the encoder and decoder times of the same batches. OpenMP threads sleep
 while idle, as in `audiocap caption` (see transcribe.run_caption); with spinning threads, `--threads 2`
 next to a training job measures the scheduler rather than the code.
 """
@@ -62,23 +63,29 @@ def compact_copy(pipeline, precision: str):
     return CaptioningPipeline(pipeline.encoder, captioner, pipeline.tokenizer, pipeline.device)
 
 
-def time_batches(pipeline, waveforms, batch_size: int, beam_size: int, words: int) -> tuple[float, float]:
-    """Seconds spent (audio encoder + transformer encoder, decoding) over all clips."""
+def time_batches(pipelines: dict, waveforms, batch_size: int, beam_size: int, words: int) -> dict:
+    """{precision: (seconds in audio encoder + transformer encoder, seconds decoding)} over all clips.
+
+    The encoders are float32 whatever the decoder's precision, so each batch is encoded once and then
+    decoded by every decoder in turn: a burst of load from other jobs hits all precisions alike."""
     from audiocap.decoding import DecodingOptions, decode
 
     options = DecodingOptions(beam_size=beam_size, min_length=words, max_length=words)
-    encode_s = decode_s = 0.0
+    reference = next(iter(pipelines.values()))
+    encode_s, decode_s = 0.0, dict.fromkeys(pipelines, 0.0)
     with torch.inference_mode():
         for start in range(0, len(waveforms), batch_size):
             batch = torch.stack(waveforms[start:start + batch_size])  # (B, N): all clips are 10 s
             lengths = torch.full((batch.shape[0],), batch.shape[1])
             t0 = time.perf_counter()
-            frames, frame_lengths = pipeline.encoder(batch, lengths)  # (B, T, D)
-            memory, memory_mask = pipeline.captioner.encode(frames, frame_lengths)  # (B, T, d)
-            t1 = time.perf_counter()
-            decode(pipeline.captioner, memory, memory_mask, pipeline.tokenizer, options)
-            encode_s, decode_s = encode_s + t1 - t0, decode_s + time.perf_counter() - t1
-    return encode_s, decode_s
+            frames, frame_lengths = reference.encoder(batch, lengths)  # (B, T, D)
+            memory, memory_mask = reference.captioner.encode(frames, frame_lengths)  # (B, T, d)
+            encode_s += time.perf_counter() - t0
+            for precision, pipeline in pipelines.items():
+                t1 = time.perf_counter()
+                decode(pipeline.captioner, memory, memory_mask, pipeline.tokenizer, options)
+                decode_s[precision] += time.perf_counter() - t1
+    return {precision: (encode_s, decode_s[precision]) for precision in pipelines}
 
 
 def cold_start(pipeline, clip: Path, repeats: int) -> list[float]:
@@ -123,14 +130,14 @@ def main() -> None:
     clips = [c for c in clips if len(c) == 10 * rate]
     waveforms = [clips[i % len(clips)] for i in range(args.clips)]
     pipelines = {precision: compact_copy(pipeline, precision) for precision in args.precisions.split(",")}
-    configs = [(precision, beam, batch_size) for precision in pipelines for beam in (1, 3) for batch_size in (1, 16)]
-    for precision, beam, batch_size in configs:  # warm-up: first-call allocations of every batch shape
-        time_batches(pipelines[precision], waveforms[:batch_size], batch_size, beam, args.words)
-    runs = {config: [] for config in configs}  # (encode_s, decode_s) per repeat
+    settings = [(beam, batch_size) for beam in (1, 3) for batch_size in (1, 16)]
+    for beam, batch_size in settings:  # warm-up: first-call allocations of every batch shape
+        time_batches(pipelines, waveforms[:batch_size], batch_size, beam, args.words)
+    runs = {(p, beam, batch_size): [] for p in pipelines for beam, batch_size in settings}  # (encode_s, decode_s)
     for _ in range(args.repeats):
-        for precision, beam, batch_size in configs:
-            runs[precision, beam, batch_size].append(
-                time_batches(pipelines[precision], waveforms, batch_size, beam, args.words))
+        for beam, batch_size in settings:
+            for precision, times in time_batches(pipelines, waveforms, batch_size, beam, args.words).items():
+                runs[precision, beam, batch_size].append(times)
 
     print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")

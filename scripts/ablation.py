@@ -29,7 +29,7 @@ def caption_heldout(run: Path, data: Path, beam_size: int) -> tuple[list, list[s
     from audiocap.transcribe import load_model
 
     items = load_captions_csv(data / "heldout.csv", data / "audio" / "heldout")
-    predictions = load_model(run / "model.safetensors").caption(
+    predictions = load_model(run / "model.safetensors", precision="fp32").caption(
         [it.audio_path for it in items], beam_size=beam_size, batch_size=16)
     (run / "heldout_predictions.json").write_text(
         json.dumps({it.key: p for it, p in zip(items, predictions)}, indent=1) + "\n")
