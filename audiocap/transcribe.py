@@ -112,9 +112,10 @@ def decoder_precision(precision: str, device) -> str:
         raise AudiocapError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         return "fp16" if device.type == "cpu" and precision_available("fp16") else "fp32"
-    if precision != "fp32" and (device.type != "cpu" or not precision_available(precision)):
-        raise AudiocapError(f"precision {precision} needs this PyTorch build's CPU kernels (device {device}); "
-                            "use --precision fp32")
+    if precision != "fp32" and device.type != "cpu":
+        raise AudiocapError(f"precision {precision} is for CPU inference, not device {device}; use --precision fp32")
+    if precision != "fp32" and not precision_available(precision):
+        raise AudiocapError(f"precision {precision}: this PyTorch build has no CPU kernel for it; use --precision fp32")
     return precision
 
 
