@@ -26,7 +26,7 @@ class CaptioningPipeline:
         self.tokenizer = tokenizer
         self.device = device
         self.sample_rate: int = encoder.sample_rate  # arrays passed to `caption` must be at this rate
-        self.precision = "fp32"  # of the decoder's weights; load_model may choose fp16 or int8
+        self.precision: str = getattr(captioner, "decoder_precision", "fp32")  # of the decoder's weights (quantize.py)
 
     def caption(self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, **decoding_options) -> list[str]:
         """One caption per input: an audio file path, or a mono float waveform at `self.sample_rate`.
@@ -95,9 +95,7 @@ def load_model(
         from audiocap.quantize import compact_decoder
 
         compact_decoder(captioner, precision)
-    pipeline = CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
-    pipeline.precision = precision
-    return pipeline
+    return CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
