@@ -12,6 +12,8 @@ from pathlib import Path
 
 
 def configure_evaluate(parser) -> None:
+    from audiocap.transcribe import PRECISIONS  # a light module: torch is imported inside its functions
+
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
     parser.add_argument("--captions", required=True, type=Path, help="CSV file_name,caption_1..caption_N")
     parser.add_argument("--audio-dir", required=True, type=Path, help="folder holding the CSV's audio files")
@@ -21,7 +23,7 @@ def configure_evaluate(parser) -> None:
     parser.add_argument("--metrics", default=None,
                         help="comma-separated metric names (default: those of audiocap.metrics.evaluate)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "int8"), default="fp32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="decoder weights (default fp32: the model's scores exactly as trained; "
                         "see `audiocap caption -h`)")
 

@@ -25,8 +25,6 @@ from torch import Tensor, nn
 
 from audiocap.model import AudioCaptioner
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 class Float16Linear(nn.Module):
     """y = x W^T + b with W (N, K) stored as float16 in FBGEMM's packed layout; x, y float32."""

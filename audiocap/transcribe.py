@@ -90,7 +90,7 @@ def load_model(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = decoder_precision(precision, device)
     captioner, tokenizer, encoder = model_file.load_model_file(path)
-    captioner = captioner.to(device).eval()
+    captioner = captioner.to(device)
     if precision != "fp32":
         from audiocap.quantize import compact_decoder
 
