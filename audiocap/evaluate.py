@@ -49,7 +49,7 @@ def run_evaluate(args) -> int:
             progress.update(len(batch))
 
     metric_names = {"metrics": args.metrics.split(",")} if args.metrics else {}
-    scores = evaluate(predictions, [[c for c in it.captions if c] for it in items], **metric_names)
+    scores = evaluate(predictions, [it.captions for it in items], **metric_names)
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as f:

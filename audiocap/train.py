@@ -139,19 +139,18 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options).freeze()
     cache = None if config.finetune_encoder else FeatureCache(config.cache_dir)
 
-    def checked_items(csv, audio_dir):  # a cached clip decoded when it was cached: only the others are decoded
-        items = load_captions_csv(csv, audio_dir)
-        decoded = cache.cached(encoder, [it.audio_path for it in items]) if cache else frozenset()
-        return check_items(items, config.skip_bad_items, progress=ddp.is_main, decoded=decoded)
-
-    train_items, val_items = [checked_items(config.train_csv, config.train_audio_dir),
-                              checked_items(config.val_csv, config.val_audio_dir)]
+    train_items = load_captions_csv(config.train_csv, config.train_audio_dir)
+    val_items = load_captions_csv(config.val_csv, config.val_audio_dir)
+    # a cached clip decoded when it was cached: only the others are decoded (one lookup: it hashes the weights)
+    decoded = cache.cached(encoder, [it.audio_path for it in train_items + val_items]) if cache else frozenset()
+    train_items, val_items = [check_items(items, config.skip_bad_items, progress=ddp.is_main, decoded=decoded)
+                              for items in (train_items, val_items)]
     tokenizer = Tokenizer.build([c for it in train_items for c in it.captions], config.min_word_count)
     dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
     n_ctx = dims.max_caption_tokens - 1  # room for <bos> (decoder input) / <eos> (target)
 
     def pairs(clips, items):  # every (clip, caption) pair is an example
-        return [(clip, tokenizer.encode(c)[:n_ctx]) for clip, it in zip(clips, items) for c in it.captions if c]
+        return [(clip, tokenizer.encode(c)[:n_ctx]) for clip, it in zip(clips, items) for c in it.captions]
 
     if config.finetune_encoder:  # the encoder changes every step: nothing to cache; validation re-encodes
         encoder = unfreeze_for_finetuning(encoder.to(ddp.device))
@@ -166,11 +165,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                                     encoder.sample_rate, config.crop_seconds)
         val_frames = None
     else:
+        paths = [it.audio_path for it in train_items + val_items]
         if ddp.is_main:  # rank 0 fills the cache; the others then read it
-            cache.get_many(encoder, [it.audio_path for it in train_items + val_items], progress=True)
+            frames = cache.get_many(encoder, paths, progress=True)
         ddp.barrier()
-        train_pairs = pairs(cache.get_many(encoder, [it.audio_path for it in train_items], progress=False), train_items)
-        val_frames = cache.get_many(encoder, [it.audio_path for it in val_items], progress=False)
+        if not ddp.is_main:
+            frames = cache.get_many(encoder, paths, progress=False)
+        train_pairs, val_frames = pairs(frames[:len(train_items)], train_items), frames[len(train_items):]
     sampler = torch.utils.data.DistributedSampler(  # also used for one process: a fixed order per epoch
         train_pairs, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
     train_loader = torch.utils.data.DataLoader(train_pairs, config.batch_size, sampler=sampler, collate_fn=collate)
@@ -196,12 +197,14 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if resume:
         ckpt = load_checkpoint(out_dir / "last.pt")
         check_same_config(ckpt["config"], dataclasses.asdict(config))
+        if ckpt["tokenizer"] != tokenizer.to_dict():  # rebuilt from the captions, which the pairs already use
+            raise ConfigError(f"{config.train_csv}: the training captions changed since the checkpoint (another "
+                              "vocabulary); resume with the original CSV, or start a new run in another out_dir")
         model.load_state_dict(ckpt["model"])
         if config.finetune_encoder:
             encoder.load_state_dict(ckpt["encoder"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        tokenizer = Tokenizer.from_dict(ckpt["tokenizer"])
         start_epoch, step, best_score = ckpt["epoch"], ckpt["step"], ckpt["best_score"]
         set_rng_state(ckpt["rng"][ddp.rank])
     higher_is_better = config.best_metric != "loss"

@@ -190,6 +190,18 @@ def test_resume_after_interruption_is_exact(tmp_path, captions_csv, feature_cach
         assert torch.equal(state_a["exp_avg_sq"], state_b["exp_avg_sq"])
 
 
+def test_resume_refuses_changed_training_captions(tmp_path, captions_csv, feature_cache):
+    csv_copy = first_clips_csv(captions_csv, tmp_path / "captions.csv", 4)
+    config = tiny_config(tmp_path / "run", csv_copy, feature_cache, epochs=1)
+    train(config)
+    rows = list(csv.reader(open(csv_copy, newline="", encoding="utf-8")))
+    rows[1][1] = "a zebra gallops across a xylophone"  # new words: another vocabulary
+    with open(csv_copy, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ConfigError, match="training captions changed"):
+        train(config, resume=True)
+
+
 def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path, captions_csv, feature_cache):
     # 4 clips × 5 captions = 20 pairs: 2 steps of 10 pairs, or 2 steps of 5 pairs on each of 2 processes
     with open(captions_csv, newline="", encoding="utf-8") as f:
