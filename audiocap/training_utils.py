@@ -120,8 +120,6 @@ def unfreeze_for_finetuning(encoder):
 
 def encoder_batchnorm_mode(setting: str, ddp) -> str:
     """The fine-tuned encoder's batch-norm mode for TrainConfig.encoder_batchnorm on this run's devices."""
-    from audiocap.errors import ConfigError
-
     if setting == "auto":
         setting = "sync" if ddp.enabled and ddp.device.type == "cuda" else "batch"
     if setting == "sync" and ddp.device.type != "cuda":
@@ -159,17 +157,20 @@ def spec_augment(frames: torch.Tensor, frame_lengths: torch.Tensor, time_masks: 
     `time_masks` spans of up to `time_width` frames and `feature_masks` spans of up to
     `feature_width` channels are set to zero, independently for every clip."""
     B, T, D = frames.shape
-    keep = torch.ones(B, T, D, dtype=torch.bool, device=frames.device)
-    for b in range(B):
+    # The spans are drawn into small CPU masks and applied in one product: per-clip writes into a (B, T, D)
+    # device mask would cost a host sync per clip and a kernel per span on a GPU.
+    keep_time, keep_feature = torch.ones(B, T, dtype=torch.bool), torch.ones(B, D, dtype=torch.bool)
+    for b, length in enumerate(frame_lengths.tolist()):
         for _ in range(time_masks):
             width = int(torch.randint(0, time_width + 1, ()))
-            start = int(torch.randint(0, max(1, int(frame_lengths[b]) - width + 1), ()))
-            keep[b, start:start + width, :] = False
+            start = int(torch.randint(0, max(1, length - width + 1), ()))
+            keep_time[b, start:start + width] = False
         for _ in range(feature_masks):
             width = int(torch.randint(0, feature_width + 1, ()))
             start = int(torch.randint(0, max(1, D - width + 1), ()))
-            keep[b, :, start:start + width] = False
-    return frames * keep
+            keep_feature[b, start:start + width] = False
+    keep = keep_time[:, :, None] & keep_feature[:, None, :]  # (B, T, D)
+    return frames * keep.to(frames.device)
 
 
 def mixup(frames: torch.Tensor, frame_lengths: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
