@@ -36,14 +36,14 @@ def caption_heldout(run: Path, data: Path, beam_size: int) -> tuple[list, list[s
     return items, predictions
 
 
-def score(items: list, predictions: list[str], data: Path, exclude: set[str]) -> dict[str, float]:
+def score(items: list, predictions: list[str], categories: dict[str, str], synonyms: dict,
+          exclude: set[str]) -> dict[str, float]:
     from audiocap.metrics import evaluate
 
     kept = [(it, p) for it, p in zip(items, predictions) if it.key not in exclude]
     scores = evaluate([p for _, p in kept], [it.captions for it, _ in kept], metrics=METRICS)
-    categories = source_hit.read_two_columns(data / "heldout_categories.csv", ("category",))
     scores["source_hit"] = source_hit.source_hit_rate(
-        {it.key: p for it, p in kept}, {it.key: categories[it.key] for it, _ in kept}, source_hit.load_synonyms())
+        {it.key: p for it, p in kept}, {it.key: categories[it.key] for it, _ in kept}, synonyms)
     return scores
 
 
@@ -67,14 +67,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     shared = set(json.loads((args.data / "manifest.json").read_text())["heldout_sharing_recording"])
+    categories = source_hit.read_two_columns(args.data / "heldout_categories.csv", ("category",))
+    synonyms = source_hit.load_synonyms()
     lines = ["| encoder | RLSSR | clips | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for run in args.runs:
         encoder, rlssr = describe(run)
         items, predictions = caption_heldout(run, args.data, args.beam)
         for exclude in (set(), shared):
-            scores = score(items, predictions, args.data, exclude)
+            scores = score(items, predictions, categories, synonyms, exclude)
             cells = " | ".join(f"{scores[c]:.3f}" for c in COLUMNS)
-            lines.append(f"| {encoder} | {rlssr} | {100 - len(exclude)} | {cells} |")
+            lines.append(f"| {encoder} | {rlssr} | {len(items) - len(exclude)} | {cells} |")
             print(lines[-1], flush=True)
     table = "\n".join(lines) + "\n"
     print(table)

@@ -380,15 +380,11 @@ def write_captions_csv(path: Path, rows: list[tuple[str, list[str]]]) -> None:
 
 
 def load_clotho_validation(clotho_root: Path) -> list[tuple[Path, list[str]]]:
-    audio_dir = clotho_root / "audio" / "validation"
-    with open(clotho_root / "clotho_captions_validation.csv", newline="", encoding="utf-8") as f:
-        rows = {row["file_name"]: row for row in csv.DictReader(f)}
-    clips = []
-    for path in sorted(audio_dir.glob("*.wav")):
-        if path.name not in rows:
-            raise SystemExit(f"{path.name} has no row in clotho_captions_validation.csv")
-        clips.append((path, [rows[path.name][f"caption_{i + 1}"] for i in range(CAPTIONS_PER_CLIP)]))
-    return clips
+    """The Clotho validation clips that have their audio here (the shared data holds 15), with their captions."""
+    from audiocap.data.datasets import clotho
+
+    items = [it for it in clotho(clotho_root, "validation") if it.audio_path.is_file()]
+    return [(it.audio_path, it.captions) for it in sorted(items, key=lambda it: it.audio_path.name)]
 
 
 def build(shared: Path, out: Path, seed: int = 0, overlays: int = 150, sequences: int = 150,
