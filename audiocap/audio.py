@@ -68,6 +68,14 @@ def _to_mono(block: np.ndarray, path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def _read(f: sf.SoundFile, path: str | Path, frames: int = -1) -> np.ndarray:
+    """The next `frames` frames (all that remain if -1) of an open file as float32 (n, channels)."""
+    try:
+        return f.read(frames, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
     """Decode a whole file to a float32 mono waveform (N,), resampled to `sample_rate` if given.
 
@@ -75,10 +83,7 @@ def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
     this function holds the whole decoded file in memory.
     """
     with _open(path) as f:
-        try:
-            block = f.read(dtype="float32", always_2d=True)  # (n, channels)
-        except (sf.LibsndfileError, RuntimeError) as err:
-            raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+        block = _read(f, path)  # (n, channels)
         source_rate = f.samplerate
     waveform = _to_mono(block, path)
     if sample_rate is not None and sample_rate != source_rate and len(waveform) > 0:
@@ -102,10 +107,7 @@ def stream_audio(path: str | Path, sample_rate: int, chunk_samples: int) -> Iter
         read_size = max(1, math.ceil(chunk_samples * source_rate / sample_rate))
         pending, pending_len = [], 0
         while True:
-            try:
-                block = f.read(read_size, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError) as err:
-                raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+            block = _read(f, path, read_size)
             last = len(block) < read_size
             mono = _to_mono(block, path)
             if resampler is not None:
@@ -122,34 +124,31 @@ def stream_audio(path: str | Path, sample_rate: int, chunk_samples: int) -> Iter
             yield np.concatenate(pending)
 
 
-def audio_duration(path: str | Path) -> float:
-    """Seconds of audio in a file, read from its header."""
-    with _open(path) as f:
-        return f.frames / f.samplerate
-
-
 # ---------------------------------------------------------------------------------------------
 # DSP: pure functions
+
+# Slaney's mel scale: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above
+_SLANEY_F_SP = 200.0 / 3  # Hz per mel in the linear part
+_SLANEY_MIN_LOG_HZ = 1000.0  # where the logarithmic part starts
+_SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0  # log(Hz) per mel in the logarithmic part
 
 
 def hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
     hz = np.asanyarray(hz, dtype=np.float64)
     if scale == "htk":
         return 2595.0 * np.log10(1.0 + hz / 700.0)
-    # Slaney: linear (3 mels per 200 Hz) below 1 kHz, logarithmic above
-    f_sp, min_log_hz, log_step = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    return np.where(hz >= min_log_hz,
-                    min_log_hz / f_sp + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / log_step,
-                    hz / f_sp)
+    log_part = np.log(np.maximum(hz, _SLANEY_MIN_LOG_HZ) / _SLANEY_MIN_LOG_HZ) / _SLANEY_LOG_STEP
+    return np.where(hz >= _SLANEY_MIN_LOG_HZ, _SLANEY_MIN_LOG_MEL + log_part, hz / _SLANEY_F_SP)
 
 
 def mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
     mel = np.asanyarray(mel, dtype=np.float64)
     if scale == "htk":
         return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
-    f_sp, min_log_hz, log_step = 200.0 / 3, 1000.0, math.log(6.4) / 27.0
-    min_log_mel = min_log_hz / f_sp
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(log_step * (mel - min_log_mel)), f_sp * mel)
+    return np.where(mel >= _SLANEY_MIN_LOG_MEL,
+                    _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOG_STEP * (mel - _SLANEY_MIN_LOG_MEL)),
+                    _SLANEY_F_SP * mel)
 
 
 def mel_filters(settings: MelSettings = PANNS_MEL) -> np.ndarray:

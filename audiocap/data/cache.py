@@ -20,7 +20,6 @@ corrupt, as a whole, by a writer killed mid-flush.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import tempfile
@@ -78,7 +77,7 @@ def encode_files(encoder: AudioEncoder, audio_paths: Sequence[Path]) -> list[np.
     waveforms = [torch.from_numpy(load_audio(p, encoder.sample_rate)) for p in audio_paths]
     lengths = torch.tensor([len(w) for w in waveforms])
     batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
-    device = next(itertools.chain(encoder.parameters(), encoder.buffers()), torch.empty(0)).device
+    device = encoder.device
     was_training = encoder.training
     encoder.eval()  # dropout or batch statistics in cached frames would freeze noise into them
     try:

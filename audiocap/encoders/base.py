@@ -73,6 +73,11 @@ class AudioEncoder(nn.Module):
         """Input samples per output frame."""
         return round(self.sample_rate / self.frame_rate)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are: of the first parameter or buffer (CPU if there are none)."""
+        return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+
     @torch.no_grad()
     def encode_file(self, path: str | Path, chunk_seconds: float = 60.0) -> np.ndarray:
         """Frames (T, dim) float32 of one audio file of any length, T ≈ duration · frame_rate.
@@ -88,7 +93,7 @@ class AudioEncoder(nn.Module):
         from audiocap.audio import stream_audio
 
         chunk_samples = max(1, int(chunk_seconds * self.sample_rate) // self.hop_samples) * self.hop_samples
-        device = next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+        device = self.device
         pieces = []
         for chunk in stream_audio(path, self.sample_rate, chunk_samples):
             waveform = torch.from_numpy(chunk).to(device)[None]  # (1, n)
