@@ -10,10 +10,10 @@ cache cleared before each round, so that no round profits from an earlier one.
 from __future__ import annotations
 
 import argparse
-import csv
 import time
 from pathlib import Path
 
+from audiocap.data.datasets import load_captions_csv
 from audiocap.metrics import evaluate, meteor
 from audiocap.metrics.tokenizer import tokenize, tokenize_batch
 
@@ -51,8 +51,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--meteor-rounds", type=int, default=1, help="METEOR takes ~13 s per round with pycocoevalcap")
     args = parser.parse_args()
-    with open(args.csv, newline="", encoding="utf-8") as f:
-        clips = [[row[f"caption_{k}"] for k in range(1, 6)] for row in csv.DictReader(f)]
+    clips = [item.captions for item in load_captions_csv(args.csv, args.csv.parent)]
 
     total_ours = total_reference = meteor_ours = meteor_reference = 0.0
     for k in range(args.rounds):

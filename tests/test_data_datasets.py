@@ -69,3 +69,15 @@ def test_captions_csv_with_wrong_header_says_what_it_found(tmp_path):
         datasets.load_captions_csv(tmp_path / "bad.csv", tmp_path)
     with pytest.raises(DataError, match="not found"):
         datasets.load_captions_csv(tmp_path / "missing.csv", tmp_path)
+
+
+def test_read_csv_is_the_one_reader_and_its_errors_name_the_file(tmp_path):
+    (tmp_path / "bom.csv").write_text("\ufefffile_name,caption_1\na.wav,x\n", encoding="utf-8")
+    assert datasets.read_csv(tmp_path / "bom.csv") == (["file_name", "caption_1"], [{"file_name": "a.wav", "caption_1": "x"}])
+    (tmp_path / "latin1.csv").write_bytes("file_name,caption_1\ncafé.wav,x\n".encode("latin-1"))
+    with pytest.raises(DataError, match="latin1.csv: not a UTF-8 CSV"):
+        datasets.read_csv(tmp_path / "latin1.csv")
+    with pytest.raises(DataError, match="gone.csv: predictions CSV not found"):
+        datasets.read_csv(tmp_path / "gone.csv", what="predictions CSV")
+    with pytest.raises(DataError, match="cannot read"):
+        datasets.read_csv(tmp_path)

@@ -99,3 +99,39 @@ def test_feature_cache_knows_which_files_it_holds(tmp_path, clotho_clips):
     cache = FeatureCache(tmp_path)
     cache.get(encoder, clotho_clips[0])
     assert cache.cached(encoder, clotho_clips[:2]) == {clotho_clips[0]}
+
+
+def test_validate_rejects_a_latin1_csv_with_a_clear_error(tmp_path, capsys):
+    """The validate path reads the CSV with the loaders' own reader: a Latin-1 file is a DataError
+    saying it is not UTF-8 (not a UnicodeDecodeError traceback), in the API and in the CLI."""
+    from audiocap.data.validate import load_items
+    from audiocap.errors import AudiocapError
+
+    for name, header in [("captions.csv", "file_name,caption_1"), ("audiocaps.csv", "audiocap_id,youtube_id,start_time,caption")]:
+        row = "café.wav,un café crème" if name == "captions.csv" else "1,abc,0,un café crème"
+        (tmp_path / name).write_bytes(f"{header}\n{row}\n".encode("latin-1"))
+        with pytest.raises(DataError, match=rf"{name}: not a UTF-8 CSV .*re-save it as UTF-8") as error:
+            load_items(tmp_path / name, tmp_path)
+        assert isinstance(error.value, AudiocapError)
+        assert cli.main(["validate", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "not a UTF-8 CSV" in err and "Traceback" not in err
+
+
+def test_validate_dispatches_on_the_header_and_keeps_its_errors(tmp_path):
+    from audiocap.data.validate import load_items
+
+    (tmp_path / "caps.csv").write_text("\ufefffile_name,caption_1\na.wav, hello \n", encoding="utf-8")
+    assert [(i.key, i.captions) for i in load_items(tmp_path / "caps.csv", tmp_path)] == [("a.wav", ["hello"])]
+    (tmp_path / "ac.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,abc,0,a dog\n2,abc,0,barks\n")
+    assert [(i.key, i.captions) for i in load_items(tmp_path / "ac.csv", tmp_path)] == [("abc", ["a dog", "barks"])]
+    (tmp_path / "bad.csv").write_text("path,text\na.wav,hello\n")
+    with pytest.raises(DataError, match="expected columns file_name,caption_1..caption_N, found path,text"):
+        load_items(tmp_path / "bad.csv", tmp_path)
+    (tmp_path / "bad_ac.csv").write_text("youtube_id,text\nabc,hello\n")
+    with pytest.raises(DataError, match="expected AudioCaps columns audiocap_id,youtube_id,start_time,caption"):
+        load_items(tmp_path / "bad_ac.csv", tmp_path)
+    with pytest.raises(DataError, match="missing.csv: captions CSV not found; check the path"):
+        load_items(tmp_path / "missing.csv", tmp_path)
+    with pytest.raises(DataError, match=r"cannot read \(.*\); check the path"):
+        load_items(tmp_path, tmp_path)  # a folder, not a CSV

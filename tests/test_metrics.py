@@ -304,3 +304,38 @@ def test_download_spice_from_a_local_mirror(tmp_path, monkeypatch):
     assert _has_spice(dest) and not (dest / "lib" / "other.jar").exists()
     assert (dest / "lib" / "stanford-corenlp-3.6.0-models.jar").read_bytes() == b"stand-in stanford-corenlp-3.6.0-models.jar"
     assert find_spice(dest) == dest
+
+
+def test_score_cli_reads_references_with_a_byte_order_mark_like_train_and_evaluate(tmp_path, shared_data, capsys):
+    """A references CSV saved with a BOM (as spreadsheet programs do) is scored like the plain one."""
+    from audiocap import cli
+    from audiocap.errors import DataError
+    from audiocap.metrics.cli import read_predictions_and_references
+
+    rows = _read(shared_data / "system_outputs" / "example_1.csv")[:30]
+    predictions = tmp_path / "pred.csv"
+    with open(predictions, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["file_name", "caption_predicted"]] + [[f"{i}.wav", r["caption_predicted"]] for i, r in enumerate(rows)])
+    table = [["file_name", "caption_1", "caption_2", "caption_3"]] + [
+        [f"{i}.wav", r["caption_1"], r["caption_2"], ""] for i, r in enumerate(rows)]  # empty captions are dropped
+    for name, encoding in [("plain.csv", "utf-8"), ("bom.csv", "utf-8-sig")]:
+        with open(tmp_path / name, "w", newline="", encoding=encoding) as f:
+            csv.writer(f).writerows(table)
+    assert (tmp_path / "bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+
+    plain = read_predictions_and_references(predictions, tmp_path / "plain.csv")
+    assert read_predictions_and_references(predictions, tmp_path / "bom.csv") == plain
+    assert plain[2] == [[r["caption_1"].strip(), r["caption_2"].strip()] for r in rows]
+    printed = []
+    for name in ["plain.csv", "bom.csv"]:
+        command = ["score", str(predictions), "--references", str(tmp_path / name), "--metrics", "bleu,rouge_l,cider_d", "--json"]
+        assert cli.main(command) == 0
+        printed.append(json.loads(capsys.readouterr().out))
+    assert printed[0] == printed[1]
+    assert printed[0] == pytest.approx(evaluate([r["caption_predicted"] for r in rows], plain[2], metrics=["bleu", "rouge_l", "cider_d"]))
+
+    (tmp_path / "wrong.csv").write_text("file_name,prediction\n0.wav,a dog\n")
+    with pytest.raises(DataError, match=r"wrong.csv: missing column\(s\) caption_predicted \(has \['file_name', 'prediction'\]\)"):
+        read_predictions_and_references(tmp_path / "wrong.csv", tmp_path / "plain.csv")
+    with pytest.raises(DataError, match="wrong.csv: expected columns file_name,caption_1..caption_N"):
+        read_predictions_and_references(predictions, tmp_path / "wrong.csv")

@@ -32,7 +32,10 @@ class CaptionItem:
     captions: list[str]
 
 
-def _read_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv(csv_path: str | os.PathLike, what: str = "captions CSV") -> tuple[list[str], list[dict[str, str]]]:
+    """(header columns, rows as dicts) of a UTF-8 CSV, with or without a byte-order mark; every way the
+    file can fail to read is a `DataError` naming it (`what` says which file it is in the message)."""
+    csv_path = Path(csv_path)
     try:
         # utf-8-sig: CSVs saved by spreadsheet programs often start with a byte-order mark
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -40,15 +43,21 @@ def _read_rows(csv_path: Path) -> tuple[list[str], list[dict[str, str]]]:
             rows = list(reader)
             return list(reader.fieldnames or []), rows
     except FileNotFoundError:
-        raise DataError(f"{csv_path}: captions CSV not found; check the path") from None
+        raise DataError(f"{csv_path}: {what} not found; check the path") from None
+    except OSError as err:  # a folder, no permission...
+        raise DataError(f"{csv_path}: cannot read ({err.strerror}); check the path") from None
     except (UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{csv_path}: not a UTF-8 CSV ({err}); re-save it as UTF-8 CSV") from None
 
 
 def load_captions_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list[CaptionItem]:
     """Items of a CSV with columns `file_name,caption_1..caption_N`, audio at `audio_dir/file_name`."""
-    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
-    columns, rows = _read_rows(csv_path)
+    csv_path = Path(csv_path)
+    return captions_items(csv_path, Path(audio_dir), *read_csv(csv_path))
+
+
+def captions_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: list[dict[str, str]]) -> list[CaptionItem]:
+    """`load_captions_csv` of a CSV already read by `read_csv` (`csv_path` only names it in errors)."""
     numbered = {int(m.group(1)): name for name in columns if (m := re.fullmatch(r"caption_(\d+)", name))}
     if "file_name" not in columns or not numbered:
         raise DataError(
@@ -83,8 +92,12 @@ def audiocaps(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list
     the youtube id (any of `audio.AUDIO_EXTENSIONS`); a missing file is given the `.wav` name so that
     validation can report it.
     """
-    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
-    columns, rows = _read_rows(csv_path)
+    csv_path = Path(csv_path)
+    return audiocaps_items(csv_path, Path(audio_dir), *read_csv(csv_path))
+
+
+def audiocaps_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: list[dict[str, str]]) -> list[CaptionItem]:
+    """`audiocaps` of a CSV already read by `read_csv` (`csv_path` only names it in errors)."""
     if not {"youtube_id", "caption"} <= set(columns):
         raise DataError(
             f"{csv_path}: expected AudioCaps columns audiocap_id,youtube_id,start_time,caption, "

@@ -8,7 +8,6 @@ to skip the bad rows, in which case it trains on `Report.usable(items)`.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from collections import Counter
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from audiocap.data.datasets import CaptionItem, audiocaps, load_captions_csv
+from audiocap.data.datasets import CaptionItem, audiocaps_items, captions_items, read_csv
 from audiocap.errors import AudioLoadError, DataError
 
 
@@ -114,12 +113,10 @@ def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool
 
 def load_items(csv_path: Path, audio_dir: Path) -> list[CaptionItem]:
     """A captions CSV (`file_name,caption_1..`) or an AudioCaps CSV, told apart by its header."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
-    except OSError as err:
-        raise DataError(f"{csv_path}: cannot read ({err.strerror}); check the path") from None
-    return audiocaps(csv_path, audio_dir) if "youtube_id" in header else load_captions_csv(csv_path, audio_dir)
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    columns, rows = read_csv(csv_path)  # read once, by the loaders' own reader
+    loader = audiocaps_items if "youtube_id" in columns else captions_items
+    return loader(csv_path, audio_dir, columns, rows)
 
 
 def configure_validate(parser: argparse.ArgumentParser) -> None:

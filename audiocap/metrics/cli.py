@@ -11,6 +11,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from audiocap.data.datasets import load_captions_csv, read_csv
 from audiocap.errors import DataError
 
 
@@ -25,26 +26,19 @@ def configure_score(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spice-home", type=Path, help="folder with spice-1.0.jar and lib/ (CoreNLP 3.6.0 jars)")
 
 
-def _read_csv(path: Path, required: list[str]) -> list[dict[str, str]]:
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has {reader.fieldnames})")
-            return list(reader)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})") from None
-
-
 def read_predictions_and_references(predictions: Path, references: Path):
-    """(file names, candidates, reference lists) of the clips present in both CSVs, in prediction order."""
-    predicted = {row["file_name"]: row["caption_predicted"] for row in _read_csv(predictions, ["file_name", "caption_predicted"])}
-    reference_rows = _read_csv(references, ["file_name"])
-    caption_columns = [c for c in reference_rows[0] if c.startswith("caption_")] if reference_rows else []
-    if not caption_columns:
-        raise DataError(f"{references}: no caption_1..caption_N columns")
-    referenced = {row["file_name"]: [row[c] for c in caption_columns if row[c] and row[c].strip()] for row in reference_rows}
+    """(file names, candidates, reference lists) of the clips present in both CSVs, in prediction order.
+
+    Both are read as training and evaluation read theirs (`audiocap.data.datasets`): UTF-8 with or
+    without a byte-order mark; empty reference captions are dropped."""
+    columns, rows = read_csv(predictions, what="predictions CSV")
+    missing = [c for c in ["file_name", "caption_predicted"] if c not in columns]
+    if missing:
+        raise DataError(f"{predictions}: missing column(s) {', '.join(missing)} (has {columns})")
+    # a short row has no prediction cell (None): an empty prediction, scored 0 with a warning
+    predicted = {row["file_name"]: row["caption_predicted"] or "" for row in rows}
+    referenced = {item.key: [c for c in item.captions if c]
+                  for item in load_captions_csv(references, Path(references).parent)}
     only_predicted = sorted(set(predicted) - set(referenced))
     only_referenced = sorted(set(referenced) - set(predicted))
     if only_predicted or only_referenced:
