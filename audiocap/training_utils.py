@@ -108,7 +108,7 @@ def unfreeze_for_finetuning(encoder):
     graph traversal per step. They are found by one backward pass from a second of silence, in
     eval mode so that no batch-norm statistic changes and no random number is drawn."""
     encoder.unfreeze().eval()
-    device = next(encoder.parameters()).device
+    device = encoder.device
     n = encoder.sample_rate
     frames, _ = encoder(torch.zeros(1, n, device=device), torch.tensor([n], device=device))
     frames.sum().backward()
