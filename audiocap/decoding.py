@@ -10,6 +10,7 @@ reported log-probabilities are those of the constrained distribution.
 """
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass
 
@@ -170,7 +171,8 @@ class BeamSearchDecoder:
         n_audio = memory.shape[0]
         # Row i*K + k is beam k of clip i. The memory keeps one row per clip: the decoder lets the K rows of a
         # clip share it (see MultiHeadAttention.forward) rather than projecting and attending to K copies.
-        tokens = torch.full((n_audio * K, 1), self.tokenizer.bos, device=device)  # (B*K, t)
+        rows = [[self.tokenizer.bos] for _ in range(n_audio * K)]  # each row's tokens so far, <bos> first
+        tokens = torch.tensor(rows, device=device)  # (B*K, t)
         # All K beams start as the same <bos>: only the first may expand, or the step-0 candidates would repeat.
         sum_logprobs = torch.full((n_audio, K), -torch.inf, device=device)
         sum_logprobs[:, 0] = 0.0
@@ -184,29 +186,33 @@ class BeamSearchDecoder:
             logprobs = F.log_softmax(logits, dim=-1)
             n_vocab = logprobs.shape[-1]
             scores = (sum_logprobs[:, :, None] + logprobs.view(n_audio, K, n_vocab)).view(n_audio, K * n_vocab)
-
             # Each beam has one <eos> candidate, so the best 2K hold at least K that continue.
             top_scores, top_index = scores.topk(2 * K, dim=-1)  # (B, 2K), best first
-            source_beam, next_token = top_index // n_vocab, top_index % n_vocab
-            ends = next_token == eos
-            continuing_rank = (~ends).cumsum(dim=-1)  # 1-based rank among continuing candidates
-            continues = ~ends & (continuing_rank <= K)
-            # an ending candidate counts if it beats the K-th continuing one, as in an unbatched search
-            kth_position = (continues & (continuing_rank == K)).int().argmax(dim=-1, keepdim=True)  # (B, 1)
-            ends &= (torch.arange(2 * K, device=device) < kth_position) & top_scores.isfinite()
-
-            for i, j in ends.nonzero().tolist():
-                if len(finished[i]) < K:
-                    row = tokens[i * K + source_beam[i, j]].tolist()
-                    finished[i].append((strip_to_words(row, eos), top_scores[i, j].item()))
+            # The choice among 2K candidates per clip is a few Python comparisons; as tensor operations it
+            # was ~20 small kernels per step, each slow right after the step's weights have passed through.
+            source_rows, next_tokens, next_scores = [], [], []
+            for i, (clip_scores, clip_index) in enumerate(zip(top_scores.tolist(), top_index.tolist())):
+                continuing = 0
+                for score, index in zip(clip_scores, clip_index):
+                    beam, token = divmod(index, n_vocab)
+                    row = rows[i * K + beam]
+                    if token != eos:
+                        if continuing < K:
+                            source_rows.append(i * K + beam)
+                            next_tokens.append(token)
+                            next_scores.append(score)
+                            continuing += 1
+                    # an ending candidate counts if it beats the K-th continuing one, as in an unbatched search
+                    elif continuing < K and math.isfinite(score) and len(finished[i]) < K:
+                        finished[i].append((strip_to_words(row, eos), score))
             if all(len(hypotheses) >= K for hypotheses in finished):
                 break
 
-            kept = continues.int().argsort(dim=-1, descending=True, stable=True)[:, :K]  # (B, K) positions
-            source_rows = (torch.arange(n_audio, device=device)[:, None] * K + source_beam.gather(1, kept)).flatten()
-            tokens = torch.cat([tokens[source_rows], next_token.gather(1, kept).view(-1, 1)], dim=1)
-            sum_logprobs = top_scores.gather(1, kept)
-            kv_cache.reorder_beams(source_rows)
+            rows = [rows[source] + [token] for source, token in zip(source_rows, next_tokens)]
+            tokens = torch.tensor(rows, device=device)
+            sum_logprobs = torch.tensor(next_scores, device=device).view(n_audio, K)
+            if source_rows != list(range(n_audio * K)):
+                kv_cache.reorder_beams(torch.tensor(source_rows, device=device))
 
         return [max(hypotheses, key=self.ranking_score) for hypotheses in finished]
 

@@ -47,9 +47,9 @@ def save_model(
     training_info: dict | None = None,
 ) -> Path:
     """Write the model file atomically (a temporary file renamed into place): a crash never leaves half a file."""
-    if getattr(captioner, "decoder_precision", "fp32") != "fp32":
-        raise ValueError(f"this captioner's decoder holds {captioner.decoder_precision} weights (audiocap.quantize), "
-                         "for inference only; save the float32 model it was made from")
+    if hasattr(captioner, "decoder_precision"):
+        raise ValueError(f"this captioner's decoder was prepared for inference with {captioner.decoder_precision} "
+                         "weights (audiocap.quantize); save the model it was made from")
     if captioner.dims.n_vocab != tokenizer.n_vocab or captioner.dims.n_audio_features != encoder.dim:
         raise ValueError(
             f"captioner dims (n_vocab={captioner.dims.n_vocab}, n_audio_features={captioner.dims.n_audio_features}) "

@@ -1,4 +1,5 @@
-"""Compact decoder weights for CPU inference: float16 (the CPU default) or int8.
+"""The decoder prepared for inference: stacked self-attention projections, and compact weights for CPU
+inference: float16 (the CPU default) or int8.
 
 Beam search runs the decoder once per word, and each step multiplies every decoder weight matrix by only
 a few rows (clips x beams). On a CPU such a step is bound by reading the weights from memory, not by
@@ -23,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from audiocap.model import AudioCaptioner
+from audiocap.model import AudioCaptioner, MultiHeadAttention
 
 
 class Float16Linear(nn.Module):
@@ -57,7 +58,14 @@ class Int8Linear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-COMPACT_LINEAR = {"fp16": Float16Linear, "int8": Int8Linear}
+def float32_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
+    """An inference-only nn.Linear holding `weight` (N, K) and `bias` (N,) as they are."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    layer.weight.data, layer.bias = weight.detach(), None if bias is None else nn.Parameter(bias.detach())
+    return layer.requires_grad_(False)
+
+
+COMPACT_LINEAR = {"fp32": float32_linear, "fp16": Float16Linear, "int8": Int8Linear}
 
 
 def precision_available(precision: str) -> bool:
@@ -71,19 +79,37 @@ def precision_available(precision: str) -> bool:
         return False
 
 
-def compact_decoder(captioner: AudioCaptioner, precision: str) -> AudioCaptioner:
-    """Replace every Linear layer of the decoder, and its output projection, by `precision` ("fp16" or
-    "int8") weights, in place; returns `captioner`. For CPU inference only: the compact layers have no
-    gradients, and `model_file.save_model` refuses the result (save the float32 model instead)."""
+def stacked_query_key_value(attention: MultiHeadAttention) -> tuple[Tensor, Tensor]:
+    """The self-attention's query, key and value weights as one (3d, d) matrix and bias (3d,), stacked per
+    head ([q_h | k_h | v_h] for h = 1..H), so `split_heads` of its output followed by `chunk(3)` gives the
+    queries, keys and values (MultiHeadAttention.project_qkv)."""
+    heads = attention.n_heads
+    weights = [layer.weight.detach() for layer in (attention.query, attention.key, attention.value)]
+    biases = [attention.query.bias.detach(), torch.zeros_like(attention.query.bias), attention.value.bias.detach()]
+    weight = torch.stack([w.unflatten(0, (heads, -1)) for w in weights], dim=1).flatten(0, 2)  # (3d, d)
+    bias = torch.stack([b.unflatten(0, (heads, -1)) for b in biases], dim=1).flatten()  # (3d,)
+    return weight, bias
+
+
+def prepare_decoder(captioner: AudioCaptioner, precision: str) -> AudioCaptioner:
+    """Prepare the decoder for inference, in place; returns `captioner`. Each self-attention's query, key
+    and value layers become one stacked layer (one product per decoding step instead of three), and every
+    Linear layer of the decoder, and its output projection, holds `precision` weights: "fp32" (as
+    trained; any device), "fp16" or "int8" (CPU). The result has no gradients, and
+    `model_file.save_model` refuses it (save the model as trained instead)."""
     if precision not in COMPACT_LINEAR:
         raise ValueError(f"precision must be one of {', '.join(COMPACT_LINEAR)}, not {precision!r}")
     linear = COMPACT_LINEAR[precision]
     decoder = captioner.decoder
+    for block in decoder.blocks:
+        attention = block.attn
+        attention.query_key_value = linear(*stacked_query_key_value(attention))
+        attention.query = attention.key = attention.value = None  # replaced by the stacked layer
     for module in list(decoder.modules()):
         for name, child in module.named_children():
-            if type(child) is nn.Linear:
+            if type(child) is nn.Linear and precision != "fp32":
                 setattr(module, name, linear(child.weight, child.bias))
-    if decoder.output is None:  # tied weights: the output projection gets its own compact copy of the embeddings
+    if decoder.output is None:  # tied weights: the output projection gets its own copy of the embeddings
         decoder.output = linear(decoder.token_embedding.weight, None)
     captioner.decoder_precision = precision
     return captioner

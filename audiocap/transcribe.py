@@ -90,11 +90,9 @@ def load_model(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = decoder_precision(precision, device)
     captioner, tokenizer, encoder = model_file.load_model_file(path)
-    captioner = captioner.to(device)
-    if precision != "fp32":
-        from audiocap.quantize import compact_decoder
+    from audiocap.quantize import prepare_decoder
 
-        compact_decoder(captioner, precision)
+    captioner = prepare_decoder(captioner.to(device), precision)
     return CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
 
 

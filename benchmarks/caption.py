@@ -54,12 +54,12 @@ def compact_copy(pipeline, precision: str):
     """The pipeline with its decoder's weights in `precision` (audiocap.quantize), as load_model makes it."""
     import copy
 
-    from audiocap.quantize import compact_decoder
+    from audiocap.quantize import prepare_decoder
     from audiocap.transcribe import CaptioningPipeline
 
     if precision == "fp32":
         return pipeline
-    captioner = compact_decoder(copy.deepcopy(pipeline.captioner).eval(), precision)
+    captioner = prepare_decoder(copy.deepcopy(pipeline.captioner).eval(), precision)
     return CaptioningPipeline(pipeline.encoder, captioner, pipeline.tokenizer, pipeline.device)
 
 

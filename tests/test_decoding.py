@@ -121,6 +121,49 @@ def test_reported_log_prob_matches_uncached_rescoring(trained_model, trained, be
         assert result.log_prob == pytest.approx(expected, abs=1e-4)
 
 
+def reference_beam_search(model, memory, memory_mask, beam_size, length_penalty):
+    """One clip, written the plain way: every step re-runs each hypothesis from <bos> (no cache, no batch)
+    and sorts all candidates; the rules are those BeamSearchDecoder documents."""
+    eos, max_length = TOKENIZER.eos, model.dims.max_caption_tokens - 1
+    beams, finished = [([TOKENIZER.bos], 0.0)], []
+    while len(finished) < beam_size:
+        candidates = []
+        for tokens, score in beams:
+            logits = model.decode(torch.tensor([tokens]), memory, memory_mask)[0][0, -1]
+            logits[[TOKENIZER.pad, TOKENIZER.bos, TOKENIZER.unk]] = -torch.inf
+            if len(tokens) - 1 >= max_length:
+                logits[torch.arange(len(logits)) != eos] = -torch.inf
+            logprobs = F.log_softmax(logits, dim=-1).tolist()
+            candidates += [(score + lp, tokens + [t]) for t, lp in enumerate(logprobs) if lp > -float("inf")]
+        candidates.sort(key=lambda c: -c[0])  # stable: ties keep beam order, then token order, as topk does here
+        beams = []
+        for score, tokens in candidates:
+            if tokens[-1] == eos:
+                if len(finished) < beam_size:
+                    finished.append((tokens[1:-1], score))
+            elif len(beams) < beam_size:
+                beams.append((tokens, score))
+            if len(beams) == beam_size:
+                break
+    return max(finished, key=lambda h: h[1] / (len(h[0]) + 1) ** length_penalty)
+
+
+@pytest.mark.parametrize("trained", [True, False])
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_search_equals_a_plain_reference(trained_model, trained, length_penalty):
+    model = trained_model if trained else tiny_model(seed=3)
+    memory, memory_mask = encoded_batch(model)
+    options = DecodingOptions(beam_size=3, length_penalty=length_penalty)
+    with torch.no_grad():
+        results = decode(model, memory, memory_mask, TOKENIZER, options)
+        for i, result in enumerate(results):
+            n = int(memory_mask[i].sum())
+            words, log_prob = reference_beam_search(model, memory[i:i + 1, :n], memory_mask[i:i + 1, :n], 3,
+                                                    length_penalty)
+            assert result.tokens == words
+            assert result.log_prob == pytest.approx(log_prob, abs=1e-4)
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_batch_equals_one_by_one(trained_model, beam_size):
     model = trained_model
