@@ -1,7 +1,7 @@
 """Captioning speed on 10 s clips: captions/s for greedy vs beam 3 and batch 1 vs 16, the share
 of each clip's time spent decoding, and the cold start of `audiocap caption` on one clip.
 
-    python benchmarks/caption.py [--encoder scratch-cnn10] [--clips 16] [--threads 2]
+    python benchmarks/caption.py [--encoder scratch-cnn10] [--clips 16] [--threads 2] [--batch-sizes 1,16]
 
 Decoder weights in float32, float16 (the CPU default of `audiocap caption`) and int8 (audiocap.quantize).
 The captioner has the size of configs/clotho_cnn10_rlssr.yaml with a Clotho-sized vocabulary and
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precisions", default="fp32,fp16,int8", help="decoder weights to compare (audiocap.quantize)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
+    parser.add_argument("--batch-sizes", default="1,16", help="clips per batch to compare (`audiocap caption`: 8)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -130,7 +131,7 @@ def main() -> None:
     clips = [c for c in clips if len(c) == 10 * rate]
     waveforms = [clips[i % len(clips)] for i in range(args.clips)]
     pipelines = {precision: compact_copy(pipeline, precision) for precision in args.precisions.split(",")}
-    settings = [(beam, batch_size) for beam in (1, 3) for batch_size in (1, 16)]
+    settings = [(beam, int(batch_size)) for beam in (1, 3) for batch_size in args.batch_sizes.split(",")]
     for beam, batch_size in settings:  # warm-up: first-call allocations of every batch shape
         time_batches(pipelines, waveforms[:batch_size], batch_size, beam, args.words)
     runs = {(p, beam, batch_size): [] for p in pipelines for beam, batch_size in settings}  # (encode_s, decode_s)
