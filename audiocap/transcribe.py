@@ -12,9 +12,22 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
 USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 0.5}  # see CaptioningPipeline.caption
+# Memory stays bounded whatever the clips' lengths: a batch holds at most BATCH_AUDIO_SECONDS of audio
+# (8 clips of 30 s; clips are never split across batches), and a clip longer than CHUNK_SECONDS is encoded
+# one chunk at a time (AudioEncoder.encode_clips). One batch of eight 25-minute files was killed
+# for lack of memory (24 GiB) before these limits.
+BATCH_AUDIO_SECONDS = 240.0
+CHUNK_SECONDS = 60.0
+
+
+class Segment(NamedTuple):
+    start: float  # seconds from the start of the recording
+    end: float
+    caption: str
 
 
 class CaptioningPipeline:
@@ -28,44 +41,115 @@ class CaptioningPipeline:
         self.sample_rate: int = encoder.sample_rate  # arrays passed to `caption` must be at this rate
         self.precision: str = getattr(captioner, "decoder_precision", "fp32")  # of the decoder's weights (quantize.py)
 
+    @property
+    def max_seconds(self) -> float:
+        """The longest audio one caption can cover (the captioner's max_audio_frames); caption longer
+        recordings in segments (`caption_segments`, `audiocap caption --segment`)."""
+        return self.captioner.dims.max_audio_frames / self.encoder.frame_rate
+
     def caption(self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, **decoding_options) -> list[str]:
         """One caption per input: an audio file path, or a mono float waveform at `self.sample_rate`.
         `decoding_options` are further fields of decoding.DecodingOptions (e.g. max_length). Two defaults
         differ from the bare DecodingOptions, chosen on the default model's held-out clips (CIDEr-D 0.61
         -> 0.70): a content word is not repeated (a model trained on two-source captions otherwise
-        writes "rain falls as rain falls"), and beams are ranked by log_prob / n_tokens ** 0.5."""
+        writes "rain falls as rain falls"), and beams are ranked by log_prob / n_tokens ** 0.5.
+        An input longer than `max_seconds` raises AudiocapError: use `caption_segments` for it."""
+        inputs = as_input_list(paths_or_arrays)
+        captions = []
+        for start in range(0, len(inputs), batch_size):
+            waveforms = [self.load(x) for x in inputs[start:start + batch_size]]
+            captions += self.caption_waveforms(waveforms, beam_size, **decoding_options)
+        return captions
+
+    def caption_segments(
+        self, paths_or_arrays, segment_seconds: float = 10.0, beam_size: int = 3, batch_size: int = 8,
+        **decoding_options,
+    ) -> list[list[Segment]]:
+        """Per input, the captions of its consecutive `segment_seconds` windows (a last piece shorter than
+        half a window joins the window before it), for recordings of any length."""
+        captions = []
+        for x in as_input_list(paths_or_arrays):
+            windows = segment_bounds(len(waveform := self.load(x, check_length=False)), segment_seconds,
+                                     self.sample_rate)
+            for a, b in windows:
+                self.check_length(b - a, f"{x if isinstance(x, (str, Path)) else 'an array'}, window of {segment_seconds} s")
+            texts = []
+            for start in range(0, len(windows), batch_size):
+                pieces = [waveform[a:b] for a, b in windows[start:start + batch_size]]
+                texts += self.caption_waveforms(pieces, beam_size, **decoding_options)
+            captions.append([Segment(a / self.sample_rate, b / self.sample_rate, text)
+                             for (a, b), text in zip(windows, texts)])
+        return captions
+
+    def load(self, path_or_array, check_length: bool = True):
+        """A mono float32 waveform at `self.sample_rate` from a path or an array; AudiocapError if it is
+        longer than one caption can cover (and `check_length`)."""
         import numpy as np
 
         from audiocap.audio import load_audio
 
-        if isinstance(paths_or_arrays, (str, Path, np.ndarray)):
-            paths_or_arrays = [paths_or_arrays]
-        captions = []
-        for start in range(0, len(paths_or_arrays), batch_size):
-            batch = paths_or_arrays[start:start + batch_size]
-            waveforms = [load_audio(x, self.sample_rate) if isinstance(x, (str, Path)) else np.asarray(x, np.float32)
-                         for x in batch]
-            captions += self.caption_waveforms(waveforms, beam_size, **decoding_options)
-        return captions
+        from_file = isinstance(path_or_array, (str, Path))
+        waveform = load_audio(path_or_array, self.sample_rate) if from_file else np.asarray(path_or_array, np.float32)
+        if check_length:
+            self.check_length(len(waveform), path_or_array if from_file else "an array")
+        return waveform
+
+    def check_length(self, n_samples: int, name) -> None:
+        from audiocap.errors import AudiocapError
+
+        if n_samples / self.sample_rate > self.max_seconds:
+            raise AudiocapError(
+                f"{name}: {n_samples / self.sample_rate:.0f} s is longer than this model captions at once "
+                f"({self.max_seconds:.0f} s); caption it in segments (`audiocap caption --segment 10`, "
+                "`model.caption_segments`)")
 
     def caption_waveforms(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
-        """Caption one batch of mono waveforms (each (N_i,) at `self.sample_rate`)."""
+        """Caption mono waveforms (each (N_i,) at `self.sample_rate`), in padded batches of at most
+        BATCH_AUDIO_SECONDS of audio."""
+        limit = int(BATCH_AUDIO_SECONDS * self.sample_rate)
+        captions, batch = [], []
+        for waveform in waveforms:
+            if batch and (len(batch) + 1) * max(len(waveform), *map(len, batch)) > limit:
+                captions += self.caption_batch(batch, beam_size, **decoding_options)
+                batch = []
+            batch.append(waveform)
+        return captions + (self.caption_batch(batch, beam_size, **decoding_options) if batch else [])
+
+    def caption_batch(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
+        """Caption one batch of mono waveforms: encode each as if alone (a clip of more than CHUNK_SECONDS in
+        chunks), pad the frames, then beam search."""
         import torch
 
         from audiocap.decoding import DecodingOptions, decode
 
-        if not waveforms:
-            return []
-        lengths = torch.tensor([len(w) for w in waveforms])
-        batch = torch.zeros(len(waveforms), int(lengths.max()))  # (B, N), zero-padded
-        for i, w in enumerate(waveforms):
-            batch[i, : len(w)] = torch.as_tensor(w)
         with torch.inference_mode():
-            frames, frame_lengths = self.encoder(batch.to(self.device), lengths.to(self.device))  # (B,T,D), (B,)
+            clips = self.encoder.encode_clips(waveforms, CHUNK_SECONDS)  # (T_i, D) each, as if alone
+            frames = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # (B, T, D)
+            frame_lengths = torch.tensor([len(f) for f in clips], device=self.device)  # (B,)
             memory, memory_mask = self.captioner.encode(frames, frame_lengths)  # (B,T,d), (B,T)
             options = DecodingOptions(beam_size=beam_size, **{**USER_DECODING_DEFAULTS, **decoding_options})
             results = decode(self.captioner, memory, memory_mask, self.tokenizer, options)
         return [r.text for r in results]
+
+
+def as_input_list(paths_or_arrays) -> list:
+    import numpy as np
+
+    return [paths_or_arrays] if isinstance(paths_or_arrays, (str, Path, np.ndarray)) else list(paths_or_arrays)
+
+
+def segment_bounds(n_samples: int, segment_seconds: float, sample_rate: int) -> list[tuple[int, int]]:
+    """[start, end) sample indices of consecutive windows of `segment_seconds` covering n_samples; a last
+    piece shorter than half a window joins the window before it (a caption of a sliver says little)."""
+    from audiocap.errors import AudiocapError
+
+    if segment_seconds <= 0:
+        raise AudiocapError(f"segment length must be positive, not {segment_seconds} s")
+    step = max(1, round(segment_seconds * sample_rate))
+    starts = list(range(0, max(n_samples, 1), step))
+    if len(starts) > 1 and n_samples - starts[-1] < step / 2:
+        starts.pop()
+    return [(a, b) for a, b in zip(starts, [*starts[1:], n_samples])]
 
 
 def load_model(
@@ -124,12 +208,15 @@ def configure_caption(parser) -> None:
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
     parser.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default: 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips captioned together (default: 8)")
+    parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
+                        help="caption each file in consecutive windows of SECONDS (for long recordings); "
+                        "csv/json then give start and end times")
     parser.add_argument("--format", choices=("text", "json", "csv"), default="text",
                         help="text: `file: caption` lines; csv: DCASE `file_name,caption_predicted`; json: a list")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="decoder weights: auto = fp16 on CPU (same captions as fp32 on our held-out clips, "
-                        "~1.4x faster beam search), fp32 elsewhere; int8 = fastest for one clip at a time, "
+                        "~1.3x faster beam search), fp32 elsewhere; int8 = fastest for one clip at a time, "
                         "changes ~1 caption in 20")
 
 
@@ -144,45 +231,77 @@ def run_caption(args) -> int:
     files, failed = find_audio_files(args.inputs)
     if not files:
         raise AudiocapError("no audio to caption; give audio files or folders that contain " + "/".join(AUDIO_EXTENSIONS))
-    import csv
-    import io
-    import json
-
+    if args.segment is not None and args.segment <= 0:
+        raise AudiocapError(f"--segment must be a positive number of seconds, not {args.segment}")
     from tqdm import tqdm
 
-    from audiocap.audio import load_audio
-
     pipeline = load_model(args.model, args.device, args.precision)
-    results = []  # (file, caption)
+    output = CaptionWriter(args.format, segments=args.segment is not None)
+    pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
+    progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)
 
-    def emit(path: Path, caption: str) -> None:
-        results.append((path, caption))
-        if args.format == "text":
-            tqdm.write(f"{path}: {caption}", file=sys.stdout)
-        elif args.format == "csv":
-            line = io.StringIO()
-            csv.writer(line, lineterminator="").writerow([path.name, caption])
-            tqdm.write(line.getvalue(), file=sys.stdout)
+    def caption_pending() -> None:
+        captions = pipeline.caption_waveforms([entry[3] for entry in pending], args.beam)
+        for (path, start, end, _, last), caption in zip(pending, captions):
+            output.write(path, start, end, caption)
+            progress.update(last)
+        pending.clear()
 
-    if args.format == "csv":
-        print("file_name,caption_predicted", flush=True)
-    with tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr) as progress:
-        for start in range(0, len(files), args.batch_size):
-            loaded = []  # (path, waveform): a bad file is reported and skipped, the batch goes on
-            for path in files[start:start + args.batch_size]:
-                try:
-                    loaded.append((path, load_audio(path, pipeline.sample_rate)))
-                except AudiocapError as err:
-                    tqdm.write(f"error: {err}", file=sys.stderr)
-                    failed += 1
-                    progress.update(1)
-            captions = pipeline.caption_waveforms([w for _, w in loaded], args.beam)
-            for (path, _), caption in zip(loaded, captions):
-                emit(path, caption)
-                progress.update(1)
-    if args.format == "json":
-        print(json.dumps([{"file": str(p), "caption": c} for p, c in results], indent=2))
+    batch_limit = BATCH_AUDIO_SECONDS * pipeline.sample_rate
+    for path in files:
+        try:  # a bad or too long file is reported and skipped; the others go on
+            waveform = pipeline.load(path, check_length=args.segment is None)
+        except AudiocapError as err:
+            tqdm.write(f"error: {err}", file=sys.stderr)
+            failed += 1
+            progress.update(1)
+            continue
+        windows = [(0, len(waveform))] if args.segment is None else \
+            segment_bounds(len(waveform), args.segment, pipeline.sample_rate)
+        for i, (a, b) in enumerate(windows):
+            rate = pipeline.sample_rate
+            pending.append((path, a / rate, b / rate, waveform[a:b], i == len(windows) - 1))
+            if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
+                caption_pending()
+    if pending:
+        caption_pending()
+    progress.close()
+    output.close()
     return 1 if failed else 0
+
+
+class CaptionWriter:
+    """Prints captions as they come (text, csv) or at the end (json)."""
+
+    def __init__(self, fmt: str, segments: bool):
+        self.format, self.segments, self.results = fmt, segments, []
+        if fmt == "csv":
+            times = ["start_seconds", "end_seconds"] if segments else []
+            print(",".join(["file_name", *times, "caption_predicted"]), flush=True)
+
+    def write(self, path: Path, start: float, end: float, caption: str) -> None:
+        import csv
+        import io
+
+        from tqdm import tqdm
+
+        if self.format == "json":
+            self.results.append({"file": str(path), **({"start": start, "end": end} if self.segments else {}),
+                                 "caption": caption})
+        elif self.format == "csv":
+            line = io.StringIO()
+            times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
+            csv.writer(line, lineterminator="").writerow([path.name, *times, caption])
+            tqdm.write(line.getvalue(), file=sys.stdout)
+        else:
+            times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
+            tqdm.write(f"{path}{times}: {caption}", file=sys.stdout)
+
+    def close(self) -> None:
+        import json
+
+        if self.format == "json":
+            print(json.dumps(self.results, indent=2))
 
 
 def find_audio_files(inputs: list[str]) -> tuple[list[Path], int]:

@@ -272,3 +272,21 @@ def test_encode_file_equals_forward_for_clips(tmp_path):
     sf.write(tmp_path / "empty.wav", np.zeros(0), 32000)
     empty = encoder.encode_file(tmp_path / "empty.wav")
     assert empty.shape == (1, 8) and np.isfinite(empty).all()
+
+
+@pytest.mark.parametrize("name", ["aisfx", "scratch-cnn10"])
+def test_encode_clips_gives_each_clip_its_frames_alone(name, tmp_path):
+    """Zero-padding a short clip next to a long one changes its last frames; encode_clips must not."""
+    encoder = create_encoder(name).freeze()
+    rate = encoder.sample_rate
+    torch.manual_seed(0)
+    clips = [torch.randn(4 * rate).numpy() * 0.1, torch.randn(12 * rate).numpy() * 0.1,
+             torch.randn(4 * rate).numpy() * 0.1, torch.randn(3 * rate).numpy() * 0.1]
+    frames = encoder.encode_clips(clips, chunk_seconds=10)  # the 12 s clip: in two chunks
+    for clip, got in zip(clips, frames):
+        sf.write(tmp_path / "clip.wav", clip, rate, subtype="FLOAT")
+        np.testing.assert_allclose(got.numpy(), encoder.encode_file(tmp_path / "clip.wav", chunk_seconds=10), atol=1e-5)
+    with torch.inference_mode():  # what a padded batch would have given the 4 s clip: not its frames
+        padded, lengths = encoder(torch.from_numpy(np.stack([np.pad(clips[0], (0, 8 * rate)), clips[1]])),
+                                  torch.tensor([4 * rate, 12 * rate]))
+    assert not np.allclose(padded[0, : lengths[0]].numpy(), frames[0].numpy(), atol=1e-3)

@@ -21,8 +21,7 @@ from audiocap.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory, shared_data) -> Path:
+def tiny_model_file(path: Path, shared_data: Path, **dims) -> Path:
     import torch
 
     from audiocap.encoders import create_encoder
@@ -35,9 +34,28 @@ def model_path(tmp_path_factory, shared_data) -> Path:
         tokenizer = Tokenizer.build([c for row in list(csv.reader(f))[1:50] for c in row[1:]])
     encoder = create_encoder("aisfx").freeze()
     dims = ModelDimensions(n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab, d_model=32, n_heads=2,
-                           n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_caption_tokens=12)
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+                           n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_caption_tokens=12, **dims)
     save_model(path, AudioCaptioner(dims).eval(), tokenizer, encoder)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory, shared_data) -> Path:
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", shared_data)
+
+
+@pytest.fixture(scope="session")
+def short_model_path(tmp_path_factory, shared_data) -> Path:
+    """A model that attends to 8 aisfx frames at most: 9.3 s of audio."""
+    return tiny_model_file(tmp_path_factory.mktemp("model") / "short.safetensors", shared_data, max_audio_frames=8)
+
+
+@pytest.fixture(scope="session")
+def long_file(tmp_path_factory, clotho_clips) -> Path:
+    """12 s of real audio at 44.1 kHz: too long for short_model_path."""
+    audio, rate = sf.read(clotho_clips[3], frames=12 * 44100, dtype="float32")
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    sf.write(path, audio, rate)
     return path
 
 
@@ -148,3 +166,83 @@ def test_precision_choices(model_path, audio_dir):
         decoder_precision("int8", torch.device("cuda"))
     assert decoder_precision("auto", torch.device("cuda")) == "fp32"  # GPUs keep float32
     assert main(["caption", str(files[0]), "--model", str(model_path), "--precision", "int8"]) == 0
+
+
+def test_segment_bounds():
+    from audiocap.errors import AudiocapError
+    from audiocap.transcribe import segment_bounds
+
+    assert segment_bounds(100, 4, 10) == [(0, 40), (40, 80), (80, 100)]
+    assert segment_bounds(90, 4, 10) == [(0, 40), (40, 90)]  # a 1 s sliver joins the window before it
+    assert segment_bounds(30, 4, 10) == [(0, 30)]
+    assert segment_bounds(0, 4, 10) == [(0, 0)]
+    with pytest.raises(AudiocapError, match="positive"):
+        segment_bounds(100, 0, 10)
+
+
+def test_a_file_too_long_for_the_model_is_reported_and_the_rest_captioned(short_model_path, long_file, audio_dir,
+                                                                          capsys):
+    good = sorted(audio_dir.iterdir())[0]
+    assert main(["caption", str(long_file), str(good), "--model", str(short_model_path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{good}: ") and len(captured.out.splitlines()) == 1
+    assert f"error: {long_file}: 12 s is longer than this model captions at once (9 s)" in captured.err
+    assert "--segment" in captured.err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "text"])
+def test_segment_option_captions_consecutive_windows(fmt, short_model_path, long_file, capsys):
+    from audiocap.audio import load_audio
+
+    argv = ["caption", str(long_file), "--model", str(short_model_path), "--segment", "5", "--format", fmt]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    model = audiocap.load_model(short_model_path, device="cpu")
+    waveform = load_audio(long_file, model.sample_rate)
+    rate = model.sample_rate
+    expected = model.caption([waveform[: 5 * rate], waveform[5 * rate:]])  # 12 s: 0-5, then 5-12 (2 s joins)
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(out)))
+        assert rows[0] == ["file_name", "start_seconds", "end_seconds", "caption_predicted"]
+        assert rows[1:] == [["long.wav", "0.00", "5.00", expected[0]], ["long.wav", "5.00", "12.00", expected[1]]]
+    elif fmt == "json":
+        assert [(r["start"], r["end"], r["caption"]) for r in json.loads(out)] == [(0, 5, expected[0]),
+                                                                                  (5, 12, expected[1])]
+    else:
+        assert out.splitlines() == [f"{long_file} [0.0-5.0 s]: {expected[0]}", f"{long_file} [5.0-12.0 s]: {expected[1]}"]
+
+
+def test_python_api_long_inputs(short_model_path, long_file):
+    from audiocap.audio import load_audio
+    from audiocap.errors import AudiocapError
+
+    model = audiocap.load_model(short_model_path, device="cpu")
+    assert model.max_seconds == pytest.approx(8 / model.encoder.frame_rate)
+    with pytest.raises(AudiocapError, match="an array: 12 s is longer .*model.caption_segments"):
+        model.caption(load_audio(long_file, model.sample_rate))
+    (segments,) = model.caption_segments(long_file, segment_seconds=4)
+    assert [(s.start, s.end) for s in segments] == [(0, 4), (4, 8), (8, 12)]
+    assert [s.caption for s in segments] == model.caption(
+        [load_audio(long_file, model.sample_rate)[i * 4 * model.sample_rate:(i + 1) * 4 * model.sample_rate]
+         for i in range(3)])
+
+
+def test_batches_hold_bounded_audio_and_long_clips_are_encoded_in_chunks(model_path, long_file, monkeypatch):
+    import audiocap.transcribe
+    from audiocap.audio import load_audio
+
+    model = audiocap.load_model(model_path, device="cpu")
+    rate = model.sample_rate
+    waveform = load_audio(long_file, rate)
+    clips = [waveform[: 4 * rate], waveform[4 * rate: 7 * rate], waveform]
+    alone = [model.caption(clip)[0] for clip in clips]
+    assert model.caption(clips) == alone  # a clip's caption does not depend on the other clips of its batch
+    batches, chunked = [], []
+    caption_batch, encode_chunks = model.caption_batch, model.encoder.encode_chunks
+    monkeypatch.setattr(model, "caption_batch", lambda ws, *a, **k: batches.append(len(ws)) or caption_batch(ws, *a, **k))
+    monkeypatch.setattr(model.encoder, "encode_chunks", lambda chunks: chunked.append(1) or encode_chunks(chunks))
+    monkeypatch.setattr(audiocap.transcribe, "BATCH_AUDIO_SECONDS", 9.0)  # 4 s + 3 s clips fit, 12 s goes alone
+    monkeypatch.setattr(audiocap.transcribe, "CHUNK_SECONDS", 5.0)
+    bounded = model.caption(clips)
+    assert batches == [2, 1] and chunked == [1]  # the 12 s clip: alone, in chunks
+    assert bounded[:2] == alone[:2] and bounded[2]

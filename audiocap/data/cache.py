@@ -47,8 +47,13 @@ def audio_key(audio_path: Path, identity: FileIdentity = "stat") -> str:
     return hashlib.sha1(f"{Path(audio_path).resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()
 
 
+# 2: each file's frames computed as if alone (version 1 padded a batch of files, which changed short clips' last frames)
+CACHE_FORMAT = 2
+
+
 def encoder_key(encoder: AudioEncoder) -> dict:
-    return {"name": encoder.name, "weights_hash": encoder.weights_hash(), "config": encoder.config()}
+    return {"name": encoder.name, "weights_hash": encoder.weights_hash(), "config": encoder.config(),
+            "format": CACHE_FORMAT}
 
 
 def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
@@ -71,21 +76,19 @@ def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
 
 
 def encode_files(encoder: AudioEncoder, audio_paths: Sequence[Path]) -> list[np.ndarray]:
-    """Valid frames (T_i, D) float32 of each file, encoded as one zero-padded batch in eval mode."""
+    """Frames (T_i, D) float32 of each file in eval mode, each as if encoded alone (AudioEncoder.encode_clips):
+    a file's entry never depends on the files it was computed with."""
     from audiocap.audio import load_audio
 
-    waveforms = [torch.from_numpy(load_audio(p, encoder.sample_rate)) for p in audio_paths]
-    lengths = torch.tensor([len(w) for w in waveforms])
-    batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
-    device = encoder.device
+    waveforms = [load_audio(p, encoder.sample_rate) for p in audio_paths]
     was_training = encoder.training
     encoder.eval()  # dropout or batch statistics in cached frames would freeze noise into them
     try:
         with torch.inference_mode():
-            frames, frame_lengths = encoder(batch.to(device), lengths.to(device))
+            frames = encoder.encode_clips(waveforms)
     finally:
         encoder.train(was_training)
-    return [frames[i, :n].float().cpu().numpy() for i, n in enumerate(frame_lengths.tolist())]
+    return [f.cpu().numpy() for f in frames]
 
 
 class FeatureCache:
@@ -115,7 +118,7 @@ class FeatureCache:
         directory = self.encoder_dir(encoder)  # hashes the weights: once per call, not per file
         entries = [directory / f"{audio_key(Path(p), self.identity)}.npy" for p in audio_paths]
         todo = {entry: Path(path) for path, entry in zip(audio_paths, entries) if not entry.exists()}
-        # clips of similar size in one batch waste less compute on padding
+        # files of one size are likely of one length, and clips of one length share a forward pass
         order = sorted(todo, key=lambda entry: os.path.getsize(todo[entry]))
         with tqdm(total=len(order), desc=f"encoding with {encoder.name}", unit="file", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):

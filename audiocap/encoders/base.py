@@ -21,7 +21,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -78,31 +78,67 @@ class AudioEncoder(nn.Module):
         """Where the weights are: of the first parameter or buffer (CPU if there are none)."""
         return next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
 
+    def chunk_samples(self, chunk_seconds: float) -> int:
+        """Samples in a chunk of about `chunk_seconds`, rounded down to whole frames so that the outputs
+        of consecutive chunks tile the frame grid."""
+        return max(1, int(chunk_seconds * self.sample_rate) // self.hop_samples) * self.hop_samples
+
     @torch.no_grad()
+    def encode_chunks(self, chunks: Iterable[np.ndarray]) -> np.ndarray:
+        """Frames (T, dim) float32 of one recording given as consecutive mono chunks (each `chunk_samples`
+        long but the last), one forward pass per chunk: memory is bounded by one chunk, not the recording.
+        Frames within a receptive field of a chunk boundary see zero padding instead of the neighbouring
+        chunk."""
+        device = self.device
+        pieces = []
+        for chunk in chunks:
+            waveform = torch.as_tensor(chunk, dtype=torch.float32).to(device)[None]  # (1, n)
+            frames, frame_lengths = self(waveform, torch.tensor([waveform.shape[1]], device=device))
+            pieces.append(frames[0, : frame_lengths[0]].float().cpu().numpy())
+        if not pieces:  # no audio: one frame of silence, like any too-short clip
+            frames, _ = self(torch.zeros(1, 0, device=device), torch.zeros(1, dtype=torch.long, device=device))
+            pieces.append(frames[0, :1].float().cpu().numpy())
+        return np.concatenate(pieces)
+
+    @torch.no_grad()
+    def encode_clips(self, waveforms: Sequence, chunk_seconds: float = 60.0) -> list[torch.Tensor]:
+        """Frames (T_i, dim) float32 of each mono waveform (N_i,), on this encoder's device, each exactly as
+        `encode_file` gives them for the clip alone: clips of one length share a forward pass, and a clip
+        longer than `chunk_seconds` is encoded in chunks (`encode_chunks`).
+
+        Why not one zero-padded batch: the front end and the convolutions see the padding, which changes a
+        shorter clip's last frames (2 of Cnn10's; for a 4 s clip next to a 12 s one, all 3 of aisfx's), so a
+        clip's frames — and its caption — would depend on the other clips of its batch and differ from the
+        frames training cached. On a CPU, batching clips buys no speed anyway (README, encoder benchmark)."""
+        device, chunk = self.device, self.chunk_samples(chunk_seconds)
+        frames: list[torch.Tensor | None] = [None] * len(waveforms)
+        by_length: dict[int, list[int]] = {}
+        for i, waveform in enumerate(waveforms):
+            by_length.setdefault(len(waveform), []).append(i)
+        for n, indices in by_length.items():
+            if n > chunk:
+                for i in indices:
+                    pieces = (waveforms[i][start:start + chunk] for start in range(0, n, chunk))
+                    frames[i] = torch.from_numpy(self.encode_chunks(pieces)).to(device)
+                continue
+            batch = torch.stack([torch.as_tensor(waveforms[i], dtype=torch.float32) for i in indices]).to(device)
+            output, lengths = self(batch, torch.full((len(indices),), n, device=device))  # (k, T, dim), (k,)
+            for j, i in enumerate(indices):
+                frames[i] = output[j, : lengths[j]].float()
+        return frames
+
     def encode_file(self, path: str | Path, chunk_seconds: float = 60.0) -> np.ndarray:
         """Frames (T, dim) float32 of one audio file of any length, T ≈ duration · frame_rate.
 
-        The file is decoded, resampled and encoded in chunks of `chunk_seconds` (rounded down to
-        whole frames, so chunk outputs tile the frame grid), so memory is bounded by one chunk,
-        not the file: the chunk's waveform (4 bytes/sample) plus one forward pass over it
-        (for 60 s: ~0.4 GB for panns-cnn14, ~0.2 GB for panns-cnn10), plus the output itself
-        (T · dim · 4 bytes; one hour of panns-cnn14 is 92 MB). Frames within a receptive field
-        of a chunk boundary see zero padding instead of the neighbouring chunk.
+        The file is decoded, resampled and encoded in chunks of `chunk_seconds` (`encode_chunks`), so
+        memory is bounded by one chunk: the chunk's waveform (4 bytes/sample) plus one forward pass over
+        it (for 60 s: ~0.4 GB for panns-cnn14, ~0.2 GB for panns-cnn10), plus the output itself
+        (T · dim · 4 bytes; one hour of panns-cnn14 is 92 MB).
         Clips shorter than `chunk_seconds` are one forward pass, identical to `forward`.
         """
         from audiocap.audio import stream_audio
 
-        chunk_samples = max(1, int(chunk_seconds * self.sample_rate) // self.hop_samples) * self.hop_samples
-        device = self.device
-        pieces = []
-        for chunk in stream_audio(path, self.sample_rate, chunk_samples):
-            waveform = torch.from_numpy(chunk).to(device)[None]  # (1, n)
-            frames, frame_lengths = self(waveform, torch.tensor([waveform.shape[1]], device=device))
-            pieces.append(frames[0, : frame_lengths[0]].float().cpu().numpy())
-        if not pieces:  # an empty file: one frame of silence, like any too-short clip
-            frames, _ = self(torch.zeros(1, 0, device=device), torch.zeros(1, dtype=torch.long, device=device))
-            pieces.append(frames[0, :1].float().cpu().numpy())
-        return np.concatenate(pieces)
+        return self.encode_chunks(stream_audio(path, self.sample_rate, self.chunk_samples(chunk_seconds)))
 
     def weights_hash(self) -> str:
         """Content hash of the parameters and buffers (identifies the weights in feature caches)."""
