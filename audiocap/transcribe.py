@@ -67,12 +67,11 @@ class CaptioningPipeline:
     ) -> list[list[Segment]]:
         """Per input, the captions of its consecutive `segment_seconds` windows (a last piece shorter than
         half a window joins the window before it), for recordings of any length."""
+        self.check_segment(segment_seconds)
         captions = []
         for x in as_input_list(paths_or_arrays):
             windows = segment_bounds(len(waveform := self.load(x, check_length=False)), segment_seconds,
                                      self.sample_rate)
-            for a, b in windows:
-                self.check_length(b - a, f"{x if isinstance(x, (str, Path)) else 'an array'}, window of {segment_seconds} s")
             texts = []
             for start in range(0, len(windows), batch_size):
                 pieces = [waveform[a:b] for a, b in windows[start:start + batch_size]]
@@ -102,6 +101,14 @@ class CaptioningPipeline:
                 f"{name}: {n_samples / self.sample_rate:.0f} s is longer than this model captions at once "
                 f"({self.max_seconds:.0f} s); caption it in segments (`audiocap caption --segment 10`, "
                 "`model.caption_segments`)")
+
+    def check_segment(self, segment_seconds: float) -> None:
+        """A window, and a last one up to 1.5 times as long (segment_bounds), must fit `max_seconds`."""
+        from audiocap.errors import AudiocapError
+
+        if not 0 < segment_seconds <= self.max_seconds / 1.5:
+            raise AudiocapError(f"segment length must be above 0 and at most {self.max_seconds / 1.5:.1f} s for "
+                                f"this model (it captions {self.max_seconds:.1f} s at once), not {segment_seconds} s")
 
     def caption_waveforms(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
         """Caption mono waveforms (each (N_i,) at `self.sample_rate`), in padded batches of at most
@@ -231,11 +238,11 @@ def run_caption(args) -> int:
     files, failed = find_audio_files(args.inputs)
     if not files:
         raise AudiocapError("no audio to caption; give audio files or folders that contain " + "/".join(AUDIO_EXTENSIONS))
-    if args.segment is not None and args.segment <= 0:
-        raise AudiocapError(f"--segment must be a positive number of seconds, not {args.segment}")
     from tqdm import tqdm
 
     pipeline = load_model(args.model, args.device, args.precision)
+    if args.segment is not None:
+        pipeline.check_segment(args.segment)
     output = CaptionWriter(args.format, segments=args.segment is not None)
     pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
     progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)

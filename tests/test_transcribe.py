@@ -212,6 +212,15 @@ def test_segment_option_captions_consecutive_windows(fmt, short_model_path, long
         assert out.splitlines() == [f"{long_file} [0.0-5.0 s]: {expected[0]}", f"{long_file} [5.0-12.0 s]: {expected[1]}"]
 
 
+def test_segment_longer_than_the_model_covers_is_refused(short_model_path, long_file, capsys):
+    from audiocap.errors import AudiocapError
+
+    assert main(["caption", str(long_file), "--model", str(short_model_path), "--segment", "7"]) == 2
+    assert "segment length must be above 0 and at most 6.2 s for this model" in capsys.readouterr().err
+    with pytest.raises(AudiocapError, match="not 0 s"):
+        audiocap.load_model(short_model_path, device="cpu").caption_segments(long_file, segment_seconds=0)
+
+
 def test_python_api_long_inputs(short_model_path, long_file):
     from audiocap.audio import load_audio
     from audiocap.errors import AudiocapError
