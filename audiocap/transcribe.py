@@ -3,9 +3,10 @@
     model = audiocap.load_model()                        # bundled default model, or a path
     model.caption(["dog.wav", waveform], beam_size=3)    # -> ["a dog barks ...", ...]
 
-Per batch: waveforms (B, N) -> audio encoder -> frames (B, T, D) -> transformer encoder ->
-memory (B, T, d) -> beam search -> captions. Heavy modules are imported inside functions so that
-`audiocap caption` starts fast.
+Per batch: waveforms -> audio encoder, each clip as if alone -> frames padded to (B, T, D) ->
+transformer encoder -> memory (B, T, d) -> beam search -> captions. Recordings longer than a model
+covers are captioned window by window (`caption_segments`, `--segment`). Heavy modules are imported
+inside functions so that `audiocap caption` starts fast.
 """
 from __future__ import annotations
 
