@@ -195,7 +195,6 @@ class BeamSearchDecoder:
                 continuing = 0
                 for score, index in zip(clip_scores, clip_index):
                     beam, token = divmod(index, n_vocab)
-                    row = rows[i * K + beam]
                     if token != eos:
                         if continuing < K:
                             source_rows.append(i * K + beam)
@@ -204,7 +203,7 @@ class BeamSearchDecoder:
                             continuing += 1
                     # an ending candidate counts if it beats the K-th continuing one, as in an unbatched search
                     elif continuing < K and math.isfinite(score) and len(finished[i]) < K:
-                        finished[i].append((strip_to_words(row, eos), score))
+                        finished[i].append((strip_to_words(rows[i * K + beam], eos), score))
             if all(len(hypotheses) >= K for hypotheses in finished):
                 break
 

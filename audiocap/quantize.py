@@ -60,9 +60,10 @@ class Int8Linear(nn.Module):
 
 def float32_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
     """An inference-only nn.Linear holding `weight` (N, K) and `bias` (N,) as they are."""
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    layer.weight.data, layer.bias = weight.detach(), None if bias is None else nn.Parameter(bias.detach())
-    return layer.requires_grad_(False)
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")  # no random init
+    layer.weight = nn.Parameter(weight.detach(), requires_grad=False)
+    layer.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
+    return layer
 
 
 COMPACT_LINEAR = {"fp32": float32_linear, "fp16": Float16Linear, "int8": Int8Linear}

@@ -255,7 +255,8 @@ def run_caption(args) -> int:
             progress.update(last)
         pending.clear()
 
-    batch_limit = BATCH_AUDIO_SECONDS * pipeline.sample_rate
+    rate = pipeline.sample_rate
+    batch_limit = BATCH_AUDIO_SECONDS * rate
     for path in files:
         try:  # a bad or too long file is reported and skipped; the others go on
             waveform = pipeline.load(path, check_length=args.segment is None)
@@ -265,9 +266,8 @@ def run_caption(args) -> int:
             progress.update(1)
             continue
         windows = [(0, len(waveform))] if args.segment is None else \
-            segment_bounds(len(waveform), args.segment, pipeline.sample_rate)
+            segment_bounds(len(waveform), args.segment, rate)
         for i, (a, b) in enumerate(windows):
-            rate = pipeline.sample_rate
             pending.append((path, a / rate, b / rate, waveform[a:b], i == len(windows) - 1))
             if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
                 caption_pending()
