@@ -54,8 +54,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (..., K) -> (..., N)
         rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (M, K)
-        y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale).to(x.dtype).unflatten(0, x.shape[:-1])
-        return y if self.bias is None else y + self.bias
+        y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale)  # (M, N) bfloat16
+        # bfloat16 + float32 bias promotes to float32 in one operation: the same values as converting first
+        y = y.to(x.dtype) if self.bias is None else torch.add(self.bias, y)
+        return y.unflatten(0, x.shape[:-1])
 
 
 def float32_linear(weight: Tensor, bias: Tensor | None) -> nn.Linear:
