@@ -166,6 +166,26 @@ def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, fe
     assert audiocap.load_model(model_path, device="cpu", precision="fp32").caption(first, beam_size=1) == captions[:2]
 
 
+def test_trains_with_bf16_autocast(tmp_path, captions_csv, feature_cache, monkeypatch):
+    from audiocap.model import AudioCaptioner
+
+    logits_dtypes = set()
+    forward = AudioCaptioner.forward
+
+    def recording_forward(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        logits_dtypes.add(out["logits"].dtype)
+        return out
+
+    monkeypatch.setattr(AudioCaptioner, "forward", recording_forward)
+    train(tiny_config(tmp_path, captions_csv, feature_cache, epochs=4, bf16=True))
+    assert logits_dtypes == {torch.bfloat16}  # the forward pass ran under autocast, training and validation
+    losses = train_losses(tmp_path)
+    assert all(math.isfinite(x) for x in losses) and sum(losses[-3:]) < sum(losses[:3])
+    checkpoint = load_checkpoint(tmp_path / "last.pt")  # master weights stay float32
+    assert all(v.dtype == torch.float32 for v in checkpoint["model"].values() if v.is_floating_point())
+
+
 def test_trains_without_rlssr(tmp_path, captions_csv, feature_cache):
     train(tiny_config(tmp_path, captions_csv, feature_cache, epochs=4, rlssr_weight=0.0))
     losses = train_losses(tmp_path)
