@@ -12,6 +12,8 @@ The default settings are those of PANNs (Kong et al., 2020), whose checkpoints e
 from __future__ import annotations
 
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -50,21 +52,52 @@ PANNS_MEL = MelSettings()
 # Reading files
 
 
+def find_audio_files(inputs: list[str]) -> tuple[list[Path], int]:
+    """Files given directly (audio or not: loading tells) and audio files found under folders.
+    Returns the files and the number of inputs that do not exist (reported on stderr)."""
+    files, missing = [], 0
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+            if not found:
+                print(f"error: {path}: folder contains no audio files ({', '.join(AUDIO_EXTENSIONS)})", file=sys.stderr)
+                missing += 1
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            print(f"error: {path}: no such file or folder", file=sys.stderr)
+            missing += 1
+    return files, missing
+
+
+def display_path(path) -> str:
+    """The path as printable text: bytes a file name holds that are not UTF-8 (kept by Python as lone
+    surrogates, which no UTF-8 stream can write) are shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _open(path: str | Path) -> sf.SoundFile:
+    if Path(path).is_dir():
+        raise AudioLoadError(f"{display_path(path)}: is a folder, not an audio file; give the audio files in it")
     if not Path(path).is_file():  # libsndfile would only say "System error"
-        raise AudioLoadError(f"{path}: no such file")
-    try:
-        return sf.SoundFile(str(path))
+        raise AudioLoadError(f"{display_path(path)}: no such file")
+    try:  # as bytes: soundfile would encode a str name strictly, failing on names that are not UTF-8
+        return sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        # libsndfile's own message says why (unknown format, truncated header, ...)
-        raise AudioLoadError(f"{path}: cannot decode audio ({err}); convert it to wav/flac/ogg/mp3") from None
+        # libsndfile's own message says why (unknown format, truncated header, ...); without the name it repeats
+        why = getattr(err, "error_string", err)
+        raise AudioLoadError(f"{display_path(path)}: cannot decode audio ({why}); "
+                             "convert it to wav/flac/ogg/mp3") from None
 
 
 def _to_mono(block: np.ndarray, path: str | Path) -> np.ndarray:
     """(n, channels) -> (n,) float32 average of the channels; rejects NaN/inf (corrupt float files)."""
     mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
     if not np.isfinite(mono).all():
-        raise AudioLoadError(f"{path}: contains NaN or infinite samples; the file is corrupt, re-export it")
+        raise AudioLoadError(f"{display_path(path)}: contains NaN or infinite samples; "
+                             "the file is corrupt, re-export it")
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
@@ -73,7 +106,7 @@ def _read(f: sf.SoundFile, path: str | Path, frames: int = -1) -> np.ndarray:
     try:
         return f.read(frames, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
-        raise AudioLoadError(f"{path}: decoding failed ({err}); the file may be truncated") from None
+        raise AudioLoadError(f"{display_path(path)}: decoding failed ({err}); the file may be truncated") from None
 
 
 def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
@@ -122,6 +155,38 @@ def stream_audio(path: str | Path, sample_rate: int, chunk_samples: int) -> Iter
                 break
         if pending_len > 0:
             yield np.concatenate(pending)
+
+
+def as_waveform(array, sample_rate: int, name: str = "an array") -> np.ndarray:
+    """A 1-D numpy array or torch tensor as a float32 mono waveform, checked like a file's samples.
+
+    Integer PCM is scaled to [-1, 1) as soundfile reads it: int8/16/32/64 are divided by 2 ** (bits - 1),
+    uint8 (8-bit WAV) becomes (x - 128) / 128. Float arrays are taken as they are. `name` says which
+    input is at fault in errors (AudioLoadError)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    if not isinstance(array, np.ndarray):
+        raise AudioLoadError(f"{name}: expected a file path or a 1-D float array (mono) at {sample_rate} Hz, "
+                             f"got {type(array).__name__}; pass a waveform as np.asarray(samples, np.float32)")
+    if array.ndim != 1:
+        raise AudioLoadError(f"{name}: expected a 1-D float array (mono) at {sample_rate} Hz, got shape "
+                             f"{array.shape}; mix channels to mono first (e.g. x.mean(axis=1) for (samples, channels))")
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, rejected just below
+        waveform = np.ascontiguousarray(_pcm_to_float(array, name), dtype=np.float32)
+    if not np.isfinite(waveform).all():  # the model would turn them into NaN frames and an empty caption
+        raise AudioLoadError(f"{name}: contains NaN or infinite samples; replace them (e.g. np.nan_to_num)")
+    return waveform
+
+
+def _pcm_to_float(array: np.ndarray, name: str) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return (array.astype(np.float32) - 128) / 128
+    if np.issubdtype(array.dtype, np.signedinteger):
+        return (array / 2.0 ** (8 * array.dtype.itemsize - 1)).astype(np.float32)
+    if not np.issubdtype(array.dtype, np.floating):  # bool, complex, uint16..., objects: no agreed scaling
+        raise AudioLoadError(f"{name}: samples of dtype {array.dtype} are not audio; pass float (-1..1), "
+                             "int16/int32 or uint8 PCM")
+    return array
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,3 +52,20 @@ from audiocap.errors import AudiocapError  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def positive_int(maximum: int | None = None):
+    """An argparse `type` for counts (beam size, batch size, workers, top-k): a whole number from 1 to
+    `maximum`, so that a bad value fails with the option's name before any model or data loads."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < 1 or (maximum is not None and value > maximum):
+            limit = f"from 1 to {maximum}" if maximum is not None else "of at least 1"
+            raise argparse.ArgumentTypeError(f"expected a whole number {limit}, not {text!r}")
+        return value
+
+    return parse

@@ -79,21 +79,26 @@ class TrainConfig:
     def __post_init__(self):
         from audiocap.errors import ConfigError
         from audiocap.metrics import METRICS
+        from audiocap.model import ModelDimensions
+        from audiocap.training_utils import TRAIN_CONFIG_RANGES, check_model_options, check_ranges, score_names
 
         for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
             if not getattr(self, key):
                 raise ConfigError(f"config key {key!r} is required (a Clotho-format CSV / audio folder)")
         choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none"),
-                   "encoder_batchnorm": ("auto", "batch", "sync", "frozen")}
+                   "encoder_batchnorm": ("auto", "batch", "sync", "frozen"), "device": ("auto", "cpu", "cuda")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        check_ranges(self, TRAIN_CONFIG_RANGES)
+        self.model = check_model_options(self.model, ModelDimensions)  # before any feature is extracted
         for name in self.val_metrics:
             if name not in METRICS:
                 raise ConfigError(f"config key val_metrics: unknown metric {name!r}; choose from {', '.join(METRICS)}")
-        if self.best_metric != "loss" and not any(self.best_metric.startswith(m) for m in self.val_metrics):
-            raise ConfigError(f"config key best_metric={self.best_metric!r} is not computed: add its metric to "
-                              "val_metrics (e.g. bleu for bleu_4) or use best_metric: loss")
+        if self.best_metric != "loss" and self.best_metric not in score_names(self.val_metrics):
+            raise ConfigError(f"config key best_metric={self.best_metric!r} is not computed: choose one of "
+                              f"{', '.join(score_names(self.val_metrics) + ['loss'])}, or add its metric to "
+                              "val_metrics (e.g. bleu for bleu_4)")
 
 
 def configure_train(parser) -> None:
@@ -125,18 +130,17 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from audiocap.errors import ConfigError
     from audiocap.model import AudioCaptioner, ModelDimensions, rlssr_loss
     from audiocap.tokenizer import Tokenizer
-    from audiocap.training_utils import (WaveformPairs, encoder_batchnorm_mode, freeze_batchnorm_statistics,
-                                         load_checkpoint, lr_factor, mixup, param_groups, rng_state,
-                                         save_checkpoint, set_rng_state, setup_distributed, spec_augment,
-                                         unfreeze_for_finetuning)
+    from audiocap.training_utils import (WaveformPairs, build_encoder, check_clip_frames, encoder_batchnorm_mode,
+                                         estimated_frames, freeze_batchnorm_statistics, load_checkpoint, lr_factor,
+                                         mixup, param_groups, rng_state, save_checkpoint, set_rng_state,
+                                         setup_distributed, spec_augment, unfreeze_for_finetuning)
 
     ddp = setup_distributed(config.device)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
 
     # ---- data: tokenizer, (clip, caption) pairs; a clip is its encoder frames (cached), or its waveform
-    encoder = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options).freeze()
+    encoder = build_encoder(config, create_encoder).freeze()
     cache = None if config.finetune_encoder else FeatureCache(config.cache_dir)
 
     train_items = load_captions_csv(config.train_csv, config.train_audio_dir)
@@ -161,6 +165,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             encoder.dropout = config.encoder_dropout
         if batchnorm == "sync":  # same parameter and buffer names: checkpoints and model files are unchanged
             encoder = torch.nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
+        # validation encodes whole clips: one too long for the model would fail only after the first epoch
+        paths = [it.audio_path for it in train_items + val_items]
+        crops = [config.crop_seconds] * len(train_items) + [None] * len(val_items)
+        check_clip_frames(paths, estimated_frames(paths, encoder.frame_rate, crops), dims.max_audio_frames,
+                          fix="crop_seconds= (training clips; validation captions whole clips), ")
         train_pairs = WaveformPairs(pairs([it.audio_path for it in train_items], train_items),
                                     encoder.sample_rate, config.crop_seconds)
         val_frames = None
@@ -171,6 +180,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         ddp.barrier()
         if not ddp.is_main:
             frames = cache.get_many(encoder, paths, progress=False)
+        check_clip_frames(paths, [len(f) for f in frames], dims.max_audio_frames)  # before any training step
         train_pairs, val_frames = pairs(frames[:len(train_items)], train_items), frames[len(train_items):]
     sampler = torch.utils.data.DistributedSampler(  # also used for one process: a fixed order per epoch
         train_pairs, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=config.seed)
@@ -210,6 +220,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     higher_is_better = config.best_metric != "loss"
     writer = None
     if ddp.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(out_dir / "tensorboard")
@@ -368,14 +379,11 @@ def caption_frames(model, tokenizer, all_frames, batch_size, device, options, de
 
 def model_dimensions(config: TrainConfig, ModelDimensions, n_audio_features: int, n_vocab: int):
     """ModelDimensions from `config.model`; the data decide the input size and the vocabulary."""
-    from audiocap.errors import ConfigError
+    from audiocap.training_utils import check_model_options
 
-    allowed = {f.name for f in dataclasses.fields(ModelDimensions)} - {"n_audio_features", "n_vocab"}
-    for key in config.model:
-        if key not in allowed:
-            raise ConfigError(f"unknown config key model.{key}; valid keys: {', '.join(sorted(allowed))}")
+    model = check_model_options(config.model, ModelDimensions)  # again: `config.model` may change after init
     rlssr_off = {"rlssr_hidden": 0} if config.rlssr_weight == 0 else {}  # no unused head under DDP
-    return ModelDimensions(**{**config.model, **rlssr_off}, n_audio_features=n_audio_features, n_vocab=n_vocab)
+    return ModelDimensions(**{**model, **rlssr_off}, n_audio_features=n_audio_features, n_vocab=n_vocab)
 
 
 def check_same_config(saved: dict, current: dict) -> None:

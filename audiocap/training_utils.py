@@ -24,17 +24,18 @@ from audiocap.errors import CheckpointError, ConfigError
 
 def load_config(cls, yaml_path: str | Path | None, overrides: list[str] = ()):
     """Build dataclass `cls` from a YAML file and `key=value` overrides (`model.d_model=256` for
-    nested dict fields). Unknown keys and values of the wrong type raise ConfigError naming them."""
+    nested dict fields). Unknown keys and values of the wrong type raise ConfigError naming them
+    and where they came from (the YAML file or the command line)."""
     values: dict = {}
-    source = "overrides"
+    sources: dict = {}  # top-level key -> where its value was last set, for the error messages
     if yaml_path is not None:
-        source = str(yaml_path)
         try:
             values = yaml.safe_load(Path(yaml_path).read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{yaml_path}: cannot read the config ({err})") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{yaml_path}: expected a mapping of key: value at the top level")
+        sources = {key: str(yaml_path) for key in values}
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep:
@@ -44,10 +45,14 @@ def load_config(cls, yaml_path: str | Path | None, overrides: list[str] = ()):
         target = values
         for parent in parents:
             target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"command-line override {item!r}: {parent} is not a mapping of keys")
         target[leaf] = value
+        sources[key.strip().split(".")[0]] = f"command-line override {item!r}"
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
+        source = sources.get(key, "config")
         if key not in fields:
             raise ConfigError(f"{source}: unknown config key {key!r}; valid keys: {', '.join(fields)}")
         values[key] = _check_type(key, value, hints[key], source)
@@ -67,7 +72,103 @@ def _check_type(key: str, value, hint, source: str):
                 pass
         if origin is not type(None) and isinstance(value, origin) and not (origin is int and isinstance(value, bool)):
             return value
-    raise ConfigError(f"{source}: {key}={value!r} should be of type {hint}")
+    where = f"{source}: " if source else "config key "
+    raise ConfigError(f"{where}{key}={value!r} should be of type {_type_name(hint)}")
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint)
+
+
+# Allowed values of TrainConfig's numeric keys (None is always allowed where the key is optional).
+_RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "in [0, 1)": lambda v: 0 <= v < 1,
+          "in [0, 1]": lambda v: 0 <= v <= 1}
+TRAIN_CONFIG_RANGES = {
+    "epochs": "> 0", "batch_size": "> 0", "learning_rate": "> 0", "encoder_learning_rate": "> 0",
+    "crop_seconds": "> 0", "grad_clip": "> 0", "val_beam_size": "> 0", "min_word_count": "> 0",
+    "warmup_steps": "≥ 0", "weight_decay": "≥ 0", "rlssr_weight": "≥ 0", "mixup_alpha": "≥ 0",
+    "time_masks": "≥ 0", "time_mask_width": "≥ 0", "feature_masks": "≥ 0", "feature_mask_width": "≥ 0",
+    "label_smoothing": "in [0, 1)", "encoder_dropout": "in [0, 1)", "min_lr_ratio": "in [0, 1]",
+}
+
+
+def check_ranges(config, ranges: dict[str, str]) -> None:
+    """ConfigError for the first key of `config` outside its range (e.g. epochs=0, which would train
+    nothing and then fail when it looks for the best epoch)."""
+    for key, rule in ranges.items():
+        value = getattr(config, key)
+        if value is not None and not _RULES[rule](value):
+            raise ConfigError(f"config key {key}={value!r}: must be {rule}")
+
+
+def score_names(metrics: list[str]) -> list[str]:
+    """The scores that audiocap.metrics.evaluate returns for `metrics` (the candidates for best_metric)."""
+    expand = {"bleu": [f"bleu_{n}" for n in range(1, 5)], "vocab": ["vocab", "distinct_1", "distinct_2"]}
+    return [name for metric in metrics for name in expand.get(metric, [metric])]
+
+
+def check_model_options(model: dict, ModelDimensions) -> dict:
+    """`model:` (fields of ModelDimensions but the two the data decide), checked like the top-level keys:
+    types, then the values the model's layers accept. Returns them with ints converted where a float is due.
+    Checked when the config is read, so a typo fails before any feature is extracted."""
+    hints = typing.get_type_hints(ModelDimensions)
+    allowed = [f.name for f in dataclasses.fields(ModelDimensions) if f.name not in ("n_audio_features", "n_vocab")]
+    checked = {}
+    for key, value in model.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key model.{key}; valid keys: {', '.join(sorted(allowed))}")
+        checked[key] = _check_type(f"model.{key}", value, hints[key], source="")
+    dims = {f.name: f.default for f in dataclasses.fields(ModelDimensions) if f.name in allowed} | checked
+    minimum = {"d_model": 2, "n_heads": 1, "n_encoder_layers": 0, "n_decoder_layers": 0, "d_ff": 1,
+               "max_audio_frames": 1, "max_caption_tokens": 2, "rlssr_hidden": 0}  # <bos> + ≥ 1 word
+    for key, low in minimum.items():
+        if dims[key] < low:
+            raise ConfigError(f"config key model.{key}={dims[key]!r}: must be at least {low}")
+    if not 0 <= dims["dropout"] < 1:
+        raise ConfigError(f"config key model.dropout={dims['dropout']!r}: must be in [0, 1)")
+    if dims["d_model"] % 2 or dims["d_model"] % dims["n_heads"]:  # even: sinusoidal positions come in sin/cos pairs
+        raise ConfigError(f"config keys model.d_model={dims['d_model']} and model.n_heads={dims['n_heads']}: "
+                          "d_model must be even and divisible by n_heads (e.g. d_model=256, n_heads=4)")
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------
+# checks of the data and the encoder against the config, before the first training step
+
+
+def build_encoder(config, create_encoder):
+    """The configured audio encoder; `encoder_options` it does not accept are a ConfigError naming them."""
+    try:
+        return create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options)
+    except (TypeError, ValueError) as err:
+        if not config.encoder_options:
+            raise
+        raise ConfigError(f"config key encoder_options={config.encoder_options!r} does not fit encoder "
+                          f"{config.encoder!r} ({err}); remove or correct it (every encoder takes `pretrained`; "
+                          "other options depend on the encoder)") from None
+
+
+def estimated_frames(paths: list[Path], frame_rate: float, crop_seconds: list[float | None]) -> list[int]:
+    """Encoder frames of each file (cropped to `crop_seconds` where given), from its header: no decoding."""
+    import soundfile as sf
+
+    return [math.floor(min(sf.info(str(path)).duration, crop or math.inf) * frame_rate)
+            for path, crop in zip(paths, crop_seconds)]
+
+
+def check_clip_frames(paths: list[Path], n_frames: list[int], max_frames: int, fix: str = "") -> None:
+    """DataError naming the clips whose encoder frames exceed the model's positional table, so that
+    training fails before its first step rather than at the first batch (or validation) holding one."""
+    from audiocap.errors import DataError
+
+    lengths = dict(zip(map(str, paths), n_frames))  # a clip in both training and validation counts once
+    too_long = sorted(((n, path) for path, n in lengths.items() if n > max_frames), reverse=True)
+    if too_long:
+        listed = ", ".join(f"{path} ({n} frames)" for n, path in too_long[:3])
+        more = f" and {len(too_long) - 3} more" if len(too_long) > 3 else ""
+        raise DataError(f"{len(too_long)} clip(s) longer than the model covers (model.max_audio_frames={max_frames}):"
+                        f" {listed}{more}; set model.max_audio_frames={too_long[0][0]} or more, {fix}"
+                        "or cut the clips shorter")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +389,9 @@ def setup_distributed(device: str) -> Distributed:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
+        if local_rank >= torch.cuda.device_count():  # also: PyTorch built without CUDA
+            raise ConfigError(f"config key device=cuda: PyTorch sees {torch.cuda.device_count()} CUDA device(s), this "
+                              f"process needs cuda:{local_rank}; use device=cpu or device=auto")
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
     if world_size > 1 and not dist.is_initialized():

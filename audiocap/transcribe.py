@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
 USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 0.5}  # see CaptioningPipeline.caption
@@ -23,6 +23,9 @@ USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 
 # for lack of memory (24 GiB) before these limits.
 BATCH_AUDIO_SECONDS = 240.0
 CHUNK_SECONDS = 60.0
+# Beam search keeps beam_size hypotheses per clip and stops once that many have ended: a beam of thousands
+# ran for hours on a 1 s clip and ranks no better than a handful (the default model peaks at 3-5).
+MAX_BEAM_SIZE = 64
 
 
 class Segment(NamedTuple):
@@ -54,11 +57,17 @@ class CaptioningPipeline:
         differ from the bare DecodingOptions, chosen on the default model's held-out clips (CIDEr-D 0.61
         -> 0.70): a content word is not repeated (a model trained on two-source captions otherwise
         writes "rain falls as rain falls"), and beams are ranked by log_prob / n_tokens ** 0.5.
-        An input longer than `max_seconds` raises AudiocapError: use `caption_segments` for it."""
+        An input longer than `max_seconds` raises AudiocapError: use `caption_segments` for it.
+
+        Arrays: 1-D (mono), numpy or torch; float samples are used as they are, integer PCM is scaled to
+        [-1, 1) as soundfile reads it (int16 / 32768, int32 / 2 ** 31, uint8 -> (x - 128) / 128).
+        An empty input, or one with NaN/inf samples, raises AudiocapError naming it (path, or input index)."""
+        check_decoding_sizes(beam_size, batch_size)
         inputs = as_input_list(paths_or_arrays)
         captions = []
         for start in range(0, len(inputs), batch_size):
-            waveforms = [self.load(x) for x in inputs[start:start + batch_size]]
+            batch = enumerate(inputs[start:start + batch_size], start)
+            waveforms = [self.load(x, name=input_name(x, i)) for i, x in batch]
             captions += self.caption_waveforms(waveforms, beam_size, **decoding_options)
         return captions
 
@@ -69,10 +78,11 @@ class CaptioningPipeline:
         """Per input, the captions of its consecutive `segment_seconds` windows (a last piece shorter than
         half a window joins the window before it), for recordings of any length."""
         self.check_segment(segment_seconds)
+        check_decoding_sizes(beam_size, batch_size)
         captions = []
-        for x in as_input_list(paths_or_arrays):
-            windows = segment_bounds(len(waveform := self.load(x, check_length=False)), segment_seconds,
-                                     self.sample_rate)
+        for i, x in enumerate(as_input_list(paths_or_arrays)):
+            waveform = self.load(x, check_length=False, name=input_name(x, i))
+            windows = segment_bounds(len(waveform), segment_seconds, self.sample_rate)
             texts = []
             for start in range(0, len(windows), batch_size):
                 pieces = [waveform[a:b] for a, b in windows[start:start + batch_size]]
@@ -81,17 +91,21 @@ class CaptioningPipeline:
                              for (a, b), text in zip(windows, texts)])
         return captions
 
-    def load(self, path_or_array, check_length: bool = True):
-        """A mono float32 waveform at `self.sample_rate` from a path or an array; AudiocapError if it is
-        longer than one caption can cover (and `check_length`)."""
-        import numpy as np
-
-        from audiocap.audio import load_audio
+    def load(self, path_or_array, check_length: bool = True, name: str | None = None):
+        """A mono float32 waveform at `self.sample_rate` from a path or an array (see `caption`); AudiocapError
+        naming the input (`name`, default: its path) if it is empty, or longer than one caption can cover
+        (and `check_length`)."""
+        from audiocap.audio import as_waveform, display_path, load_audio
+        from audiocap.errors import AudioLoadError
 
         from_file = isinstance(path_or_array, (str, Path))
-        waveform = load_audio(path_or_array, self.sample_rate) if from_file else np.asarray(path_or_array, np.float32)
+        name = name or (display_path(path_or_array) if from_file else "an array")
+        waveform = (load_audio(path_or_array, self.sample_rate) if from_file
+                    else as_waveform(path_or_array, self.sample_rate, name))
+        if len(waveform) == 0:  # the model would still write a caption, of nothing
+            raise AudioLoadError(f"{name}: no audio samples")
         if check_length:
-            self.check_length(len(waveform), path_or_array if from_file else "an array")
+            self.check_length(len(waveform), name)
         return waveform
 
     def check_length(self, n_samples: int, name) -> None:
@@ -142,8 +156,43 @@ class CaptioningPipeline:
 
 def as_input_list(paths_or_arrays) -> list:
     import numpy as np
+    import torch
 
-    return [paths_or_arrays] if isinstance(paths_or_arrays, (str, Path, np.ndarray)) else list(paths_or_arrays)
+    from audiocap.errors import AudiocapError
+
+    if isinstance(paths_or_arrays, (str, Path, np.ndarray, torch.Tensor)):
+        return [paths_or_arrays]
+    if isinstance(paths_or_arrays, (bytes, bytearray)):
+        raise AudiocapError("inputs: got bytes; pass a file path as str or pathlib.Path (os.fsdecode(path)), "
+                            "or a waveform as a numpy array")
+    if not isinstance(paths_or_arrays, Iterable):
+        raise AudiocapError(f"inputs: got {type(paths_or_arrays).__name__}; pass file paths or 1-D float arrays")
+    inputs = list(paths_or_arrays)
+    if inputs and all(isinstance(x, (int, float)) for x in inputs):  # a waveform as a list would be N inputs
+        raise AudiocapError("inputs: got a list of numbers; pass a waveform as np.asarray(samples, np.float32)")
+    return inputs
+
+
+def input_name(path_or_array, index: int) -> str | None:
+    """How errors name an input: a file by its path (None: `load` uses it), an array by its index."""
+    return None if isinstance(path_or_array, (str, Path)) else f"input {index}"
+
+
+def check_decoding_sizes(beam_size, batch_size) -> None:
+    check_count(beam_size, "beam_size", MAX_BEAM_SIZE)
+    check_count(batch_size, "batch_size")
+
+
+def check_count(value, name: str, maximum: int | None = None) -> int:
+    """`value` if it is a whole number from 1 to `maximum`, else AudiocapError naming `name`."""
+    import numbers
+
+    from audiocap.errors import AudiocapError
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= (maximum or value):
+        raise AudiocapError(f"{name} must be a whole number from 1 to {maximum}, not {value!r}" if maximum
+                            else f"{name} must be a whole number of at least 1, not {value!r}")
+    return int(value)
 
 
 def segment_bounds(n_samples: int, segment_seconds: float, sample_rate: int) -> list[tuple[int, int]]:
@@ -175,17 +224,40 @@ def load_model(
     from audiocap.errors import CheckpointError
 
     path = Path(path) if path is not None else DEFAULT_MODEL
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; pass the model file `audiocap train` wrote in it "
+                              f"(e.g. {path / 'model.safetensors'})")
     if not path.is_file():
         hint = ("this installation has no bundled default model; pass --model PATH (train one with "
                 "`audiocap train configs/clotho_cnn10_rlssr.yaml`)") if path == DEFAULT_MODEL else "check --model"
         raise CheckpointError(f"{path}: model file not found; {hint}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     precision = decoder_precision(precision, device)
     captioner, tokenizer, encoder = model_file.load_model_file(path)
     from audiocap.quantize import prepare_decoder
 
     captioner = prepare_decoder(captioner.to(device), precision)
     return CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
+
+
+def resolve_device(device: str | None = None):
+    """torch.device for a user's `--device` (None: cuda if available, else cpu); AudiocapError naming the
+    device and the choices this machine has, rather than torch's errors from deep inside."""
+    import torch
+
+    from audiocap.errors import AudiocapError
+
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device is None:
+        return torch.device("cuda" if n_gpus else "cpu")
+    choices = "cpu" + (f", cuda, cuda:0 ... cuda:{n_gpus - 1}" if n_gpus else " (this PyTorch sees no CUDA GPU)")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise AudiocapError(f"unknown device {device!r}; choose {choices}") from None
+    if parsed.type == "cpu" or (parsed.type == "cuda" and (parsed.index or 0) < n_gpus):
+        return parsed
+    raise AudiocapError(f"device {device!r} is not available here; choose {choices}")
 
 
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
@@ -212,10 +284,13 @@ def decoder_precision(precision: str, device) -> str:
 
 
 def configure_caption(parser) -> None:
+    from audiocap.cli import positive_int
+
     parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR", help="audio files, or folders to search for them")
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
-    parser.add_argument("--beam", type=int, default=3, help="beam size; 1 = greedy (default: 3)")
-    parser.add_argument("--batch-size", type=int, default=8, help="clips captioned together (default: 8)")
+    parser.add_argument("--beam", type=positive_int(MAX_BEAM_SIZE), default=3,
+                        help=f"beam size, 1 (greedy) to {MAX_BEAM_SIZE} (default: 3)")
+    parser.add_argument("--batch-size", type=positive_int(), default=8, help="clips captioned together (default: 8)")
     parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
                         help="caption each file in consecutive windows of SECONDS (for long recordings); "
                         "csv/json then give start and end times")
@@ -229,11 +304,22 @@ def configure_caption(parser) -> None:
 
 
 def run_caption(args) -> int:
+    try:
+        return caption_files(args)
+    except BrokenPipeError:
+        # The reader left early (`audiocap caption ... | head -1`): stop quietly like other Unix tools, with the
+        # status a shell reports for a process ended by SIGPIPE (128 + 13). Python would otherwise print the
+        # error again when it flushes stdout at exit, so stdout now goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def caption_files(args) -> int:
     # Read by OpenMP when torch loads, so set before the first torch import: threads waiting for work sleep
     # instead of spinning. Spinning only pays off on cores nobody else uses; on a machine shared with a training
     # job the spinning threads took the CPU from the working ones (cold start 5 s -> 6-12 s measured here).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from audiocap.audio import AUDIO_EXTENSIONS  # after OMP_WAIT_POLICY: this imports torch
+    from audiocap.audio import AUDIO_EXTENSIONS, find_audio_files  # after OMP_WAIT_POLICY: this imports torch
     from audiocap.errors import AudiocapError
 
     files, failed = find_audio_files(args.inputs)
@@ -290,45 +376,30 @@ class CaptionWriter:
     def write(self, path: Path, start: float, end: float, caption: str) -> None:
         import csv
         import io
+        import re
 
         from tqdm import tqdm
 
-        if self.format == "json":
+        from audiocap.audio import display_path
+
+        if self.format == "json":  # json.dumps escapes any name (non-UTF-8 bytes too: os.fsencode gets them back)
             self.results.append({"file": str(path), **({"start": start, "end": end} if self.segments else {}),
                                  "caption": caption})
         elif self.format == "csv":
             line = io.StringIO()
             times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
-            csv.writer(line, lineterminator="").writerow([path.name, *times, caption])
-            tqdm.write(line.getvalue(), file=sys.stdout)
-        else:
+            # csv quotes a field holding a character of the line terminator, so keep "\n" there (an empty one let a
+            # name with a newline through unquoted) and cut it off: tqdm.write adds its own
+            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, caption])
+            tqdm.write(line.getvalue()[:-1], file=sys.stdout)
+        else:  # one line per caption: control characters of a name (a newline...) are shown escaped
+            name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], display_path(path))
             times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
-            tqdm.write(f"{path}{times}: {caption}", file=sys.stdout)
+            tqdm.write(f"{name}{times}: {caption}", file=sys.stdout)
+        sys.stdout.flush()  # as they come, also through a pipe (`| tee`), and a closed pipe is noticed at once
 
     def close(self) -> None:
         import json
 
         if self.format == "json":
             print(json.dumps(self.results, indent=2))
-
-
-def find_audio_files(inputs: list[str]) -> tuple[list[Path], int]:
-    """Files given directly (audio or not: loading tells) and audio files found under folders.
-    Returns the files and the number of inputs that do not exist (reported on stderr)."""
-    from audiocap.audio import AUDIO_EXTENSIONS
-
-    files, missing = [], 0
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-            if not found:
-                print(f"error: {path}: folder contains no audio files ({', '.join(AUDIO_EXTENSIONS)})", file=sys.stderr)
-                missing += 1
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            print(f"error: {path}: no such file or folder", file=sys.stderr)
-            missing += 1
-    return files, missing

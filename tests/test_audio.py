@@ -1,7 +1,9 @@
 """audio.py: decoding, resampling, streaming, and the log-mel front end against librosa."""
 from __future__ import annotations
 
+import os
 import tracemalloc
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiocap.audio import PANNS_MEL, MelSettings, load_audio, log_mel_spectrogram, mel_filters, stream_audio
+from audiocap.audio import (PANNS_MEL, MelSettings, as_waveform, display_path, load_audio, log_mel_spectrogram,
+                            mel_filters, stream_audio)
 from audiocap.errors import AudioLoadError
 
 
@@ -129,3 +132,27 @@ def test_one_hour_stream_has_bounded_memory(tmp_path):
     assert abs(n - 3600 * 16000) <= 1 and longest == 16000 * 60
     chunk_bytes = 16000 * 60 * 4
     assert peak < 8 * chunk_bytes, f"peak {peak / 1e6:.1f} MB"  # a few one-minute chunks, not 230 MB
+
+
+def test_non_utf8_file_names_load_and_print_safely(tmp_path):
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.wav")
+    sf.write(os.fsencode(name), np.full(1600, 0.25), 16000)
+    assert np.allclose(load_audio(name), 0.25) and np.allclose(load_audio(Path(name)), 0.25)
+    assert display_path(name).endswith("bad\\xffname.wav")
+    with pytest.raises(AudioLoadError) as error:
+        load_audio(name[:-4] + ".flac")
+    assert str(error.value).encode("utf-8").endswith(b"bad\\xffname.flac: no such file")
+
+
+def test_a_folder_is_named_as_such(tmp_path):
+    with pytest.raises(AudioLoadError, match=f"{tmp_path}: is a folder, not an audio file"):
+        load_audio(tmp_path)
+
+
+def test_as_waveform_checks_arrays():
+    assert as_waveform(torch.ones(3, dtype=torch.float64), 16000).dtype == np.float32
+    assert np.allclose(as_waveform(np.array([-32768, 16384], np.int16), 16000), [-1, 0.5])
+    with pytest.raises(AudioLoadError, match=r"clip: expected a 1-D float array \(mono\) at 16000 Hz, got shape \(2, 3"):
+        as_waveform(np.zeros((2, 3)), 16000, "clip")
+    with pytest.raises(AudioLoadError, match="clip: contains NaN or infinite samples"):
+        as_waveform(np.array([0, 1e300]), 16000, "clip")  # finite float64, inf as float32

@@ -81,3 +81,14 @@ def test_read_csv_is_the_one_reader_and_its_errors_name_the_file(tmp_path):
         datasets.read_csv(tmp_path / "gone.csv", what="predictions CSV")
     with pytest.raises(DataError, match="cannot read"):
         datasets.read_csv(tmp_path)
+
+
+def test_short_row_without_file_name_is_kept_for_validation_to_report(tmp_path):
+    """file_name not first and a row cut short: csv leaves it None; the item gets key "" and its row number."""
+    (tmp_path / "w.csv").write_text("caption_1,file_name\nfoo\nbar,b.wav\n")
+    short, good = datasets.load_captions_csv(tmp_path / "w.csv", tmp_path)
+    assert (short.key, short.captions, short.row) == ("", ["foo"], 2)
+    assert (good.key, good.audio_path, good.row) == ("b.wav", tmp_path / "b.wav", 3)
+    (tmp_path / "ac.csv").write_text("audiocap_id,caption,youtube_id\n1,a dog\n2,rain,abc\n")
+    no_id, abc = datasets.audiocaps(tmp_path / "ac.csv", tmp_path)
+    assert (no_id.key, no_id.row, abc.key, abc.row) == ("", 2, "abc", 3)

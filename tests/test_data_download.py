@@ -226,3 +226,21 @@ def test_cli_spice_calls_the_metrics_downloader(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv(BASE_URL_ENV, "http://mirror.example")
     assert cli.main(["download", "spice", "--dest", str(tmp_path)]) == 0
     assert calls == [(tmp_path, "http://mirror.example")]
+
+
+def test_cli_refuses_a_bad_base_url_or_dest_before_any_request(server, tmp_path, monkeypatch, capsys):
+    """A base URL that is no http(s) URL, or a --dest that is a file, is named with its fix up front."""
+    cases = [
+        (["--base-url", "notaurl", "--dest", str(tmp_path / "d")], "--base-url 'notaurl' is not an http(s) URL"),
+        (["--dest", str(tmp_path / "d")], f"${BASE_URL_ENV} 'ftp://x' is not an http(s) URL"),
+        (["--base-url", server.url, "--dest", str(tmp_path / "file")], "file: not a folder; give a folder path"),
+        (["--base-url", server.url, "--dest", str(tmp_path / "file" / "sub")], "is a file); give a folder path"),
+    ]
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv(BASE_URL_ENV, "ftp://x")
+    for target in ["panns-cnn10", "spice"]:
+        for options, message in cases:
+            assert cli.main(["download", target, "--no-progress", *options]) == 2
+            err = capsys.readouterr().err
+            assert message in err and "Traceback" not in err
+    assert server.requests == [] and not (tmp_path / "d").exists()

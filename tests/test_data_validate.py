@@ -135,3 +135,35 @@ def test_validate_dispatches_on_the_header_and_keeps_its_errors(tmp_path):
         load_items(tmp_path / "missing.csv", tmp_path)
     with pytest.raises(DataError, match=r"cannot read \(.*\); check the path"):
         load_items(tmp_path, tmp_path)  # a folder, not a CSV
+
+
+def test_row_without_file_name_is_a_bad_row_not_a_crash(tmp_path, capsys):
+    """`file_name` not the first column and a short row: reported with its row number (validate and score)."""
+    (tmp_path / "w.csv").write_text("caption_1,file_name\nfoo\n")
+    assert cli.main(["validate", str(tmp_path / "w.csv")]) == 1
+    out = capsys.readouterr().out
+    assert "1 without a file name" in out and "no file name: row 2" in out
+    assert "missing audio: " not in out  # reported once, as what it is
+    items = load_captions_csv(tmp_path / "w.csv", tmp_path)
+    with pytest.raises(DataError, match="no file name: row 2"):
+        check_items(items, progress=False)
+    assert check_items(items, skip_bad=True, progress=False) == []
+    (tmp_path / "pred.csv").write_text("file_name,caption_predicted\na.wav,a dog\n")
+    assert cli.main(["score", str(tmp_path / "pred.csv"), "--references", str(tmp_path / "w.csv"), "--metrics", "bleu"]) == 2
+    err = capsys.readouterr().err
+    assert "w.csv: 1 rows have no file_name (row 2" in err and "Traceback" not in err
+
+
+def test_refusal_names_the_callers_skip_option_and_no_other(broken_dataset):
+    with pytest.raises(DataError, match=r"^dataset has problems; fix them, or use skip_bad_items=true to skip the bad rows\n"):
+        check_items(broken_dataset, progress=False, skip_hint="skip_bad_items=true")
+    with pytest.raises(DataError, match=r"^dataset has problems; fix them\n7 items"):  # e.g. `evaluate`: it has no such option
+        check_items(broken_dataset, progress=False)
+
+
+def test_cli_validate_workers_must_be_positive(tmp_path, capsys):
+    (tmp_path / "caps.csv").write_text("file_name,caption_1\na.wav,x\n")
+    for bad in ["0", "-2", "two"]:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["validate", str(tmp_path / "caps.csv"), "--workers", bad])
+        assert exit_.value.code == 2 and "argument --workers" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from audiocap.cli import main
@@ -47,3 +48,25 @@ def test_tag_without_a_valid_checkpoint_prints_the_fix(tmp_path, capsys):
     assert main(["tag", "x.wav", "--checkpoint", str(tmp_path / "missing.pth")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "missing.pth" in err and "audiocap download panns-cnn14" in err
+
+
+def test_tag_refuses_empty_audio_folders_and_bad_top_k(tmp_path, capsys):
+    checkpoint = tmp_path / "Cnn10_mAP=0.380.pth"
+    save_official_checkpoint(checkpoint, official_panns_state_dict(CNN10_CHANNELS))
+    good, zero = tmp_path / "good.wav", tmp_path / "zero.wav"
+    sf.write(good, np.random.default_rng(0).uniform(-0.3, 0.3, 8000), 16000)
+    sf.write(zero, np.zeros(0), 16000)
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    code = main(["tag", str(zero), str(folder), str(good), "--encoder", "panns-cnn10", "--checkpoint", str(checkpoint),
+                 "--json"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert [json.loads(line).get("tags") is not None for line in captured.out.splitlines()] == [False, False, True]
+    assert f"error: {zero}: no audio samples" in captured.err
+    assert f"error: {folder}: is a folder, not an audio file" in captured.err
+    for top_k in ("0", "-1"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["tag", str(good), "--checkpoint", str(checkpoint), "--top-k", top_k])
+        assert exit_.value.code == 2
+        assert "argument --top-k: expected a whole number of at least 1" in capsys.readouterr().err

@@ -274,8 +274,8 @@ def test_score_cli_json_and_per_clip(tmp_path, shared_data):
     assert printed == pytest.approx(expected)
     assert len(_read(tmp_path / "clips.csv")) == 50
 
-    with open(captions, "a", newline="") as f:
-        csv.writer(f).writerow(["extra.wav", "a caption", "another"])
+    with open(predictions, "a", newline="") as f:
+        csv.writer(f).writerow(["extra.wav", "a caption"])
     run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1], env=os.environ)
     assert run.returncode == 2 and "extra.wav" in run.stderr and "Traceback" not in run.stderr
 
@@ -339,3 +339,100 @@ def test_score_cli_reads_references_with_a_byte_order_mark_like_train_and_evalua
         read_predictions_and_references(tmp_path / "wrong.csv", tmp_path / "plain.csv")
     with pytest.raises(DataError, match="wrong.csv: expected columns file_name,caption_1..caption_N"):
         read_predictions_and_references(predictions, tmp_path / "wrong.csv")
+
+
+def _write_rows(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def _score_cli(capsys, predictions: Path, references: Path, *options: str) -> tuple[int, str, str]:
+    from audiocap import cli
+
+    code = cli.main(["score", str(predictions), "--references", str(references), *options])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+def test_score_cli_refuses_rows_it_would_silently_merge(tmp_path, capsys):
+    """Duplicate file names (and `caption --segment` output, several windows per file) are errors that
+    name the keys: a dict keyed by file name would score only the last row of each."""
+    refs = _write_rows(tmp_path / "refs.csv", [["file_name", "caption_1"], ["a.wav", "a dog is barking"], ["b.wav", "rain"]])
+    dup = _write_rows(tmp_path / "dup.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog barks"], ["a.wav", "a cat meows"]])
+    code, out, err = _score_cli(capsys, dup, refs, "--metrics", "bleu")
+    assert code == 2 and out == "" and "dup.csv: 1 file names have more than one prediction: a.wav" in err
+    segments = _write_rows(tmp_path / "seg.csv", [["file_name", "start_seconds", "end_seconds", "caption_predicted"],
+                                                  ["a.wav", "0", "10", "a dog"], ["a.wav", "10", "20", "a cat"]])
+    code, out, err = _score_cli(capsys, segments, refs, "--metrics", "bleu")
+    assert code == 2 and "segment captions cannot be scored per file" in err and "without --segment" in err
+    one = _write_rows(tmp_path / "one.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog barks"]])
+    dup_refs = _write_rows(tmp_path / "dup_refs.csv", [["file_name", "caption_1"], ["a.wav", "x"], ["a.wav", "y"]])
+    code, out, err = _score_cli(capsys, one, dup_refs, "--metrics", "bleu")
+    assert code == 2 and "dup_refs.csv: 1 file names have more than one row: a.wav" in err and "caption_1..caption_N" in err
+
+
+def test_score_cli_scores_the_predicted_clips_of_a_larger_references_csv(tmp_path, capsys):
+    """A few clips against a whole split's CSV: the predicted clips are scored, with a note; a prediction
+    without references is an error naming it."""
+    refs = _write_rows(tmp_path / "refs.csv", [["file_name", "caption_1"], ["a.wav", "a dog is barking"],
+                                               ["b.wav", "rain falls"], ["c.wav", "a car passes"]])
+    pred = _write_rows(tmp_path / "pred.csv", [["file_name", "caption_predicted"], ["b.wav", "rain"], ["a.wav", "a dog barks"]])
+    code, out, err = _score_cli(capsys, pred, refs, "--metrics", "bleu,rouge_l", "--json")
+    assert code == 0 and "note: 1 of 3 clips in" in err and "scoring the 2 predicted clips" in err
+    assert json.loads(out) == pytest.approx(evaluate(["rain", "a dog barks"], [["rain falls"], ["a dog is barking"]],
+                                                     metrics=["bleu", "rouge_l"]))
+    extra = _write_rows(tmp_path / "extra.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog"], ["z.wav", "wind"]])
+    code, out, err = _score_cli(capsys, extra, refs, "--metrics", "bleu")
+    assert code == 2 and "1 predicted clips have no row in" in err and "z.wav" in err
+
+
+def test_score_cli_names_the_clips_without_reference_captions(tmp_path, capsys):
+    refs = _write_rows(tmp_path / "refs.csv", [["file_name", "caption_1", "caption_2"], ["a.wav", "a dog", ""],
+                                               ["b.wav", " ", ""], ["c.wav", "", ""]])
+    pred = _write_rows(tmp_path / "pred.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog"], ["b.wav", "rain"]])
+    code, _, err = _score_cli(capsys, pred, refs, "--metrics", "bleu")
+    assert code == 2 and "refs.csv: 1 clips have no reference caption: b.wav;" in err  # c.wav is not scored
+    pred = _write_rows(tmp_path / "pred.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog"]])
+    assert _score_cli(capsys, pred, refs, "--metrics", "bleu")[0] == 0
+    with pytest.raises(MetricError, match=r"1 clips have none \(indices 1\)"):
+        score(["a dog", "rain"], [["a dog"], []], metrics=["bleu"])
+
+
+def test_score_cli_checks_the_per_clip_path_before_scoring(tmp_path, capsys, monkeypatch):
+    import audiocap.metrics
+
+    refs = _write_rows(tmp_path / "refs.csv", [["file_name", "caption_1"], ["a.wav", "a dog is barking"]])
+    pred = _write_rows(tmp_path / "pred.csv", [["file_name", "caption_predicted"], ["a.wav", "a dog barks"]])
+    real_score = audiocap.metrics.score
+    monkeypatch.setattr(audiocap.metrics, "score", lambda *a, **k: pytest.fail("scored before the output path was checked"))
+    for path, message in [(tmp_path / "gone" / "x.csv", "does not exist; create it"), (tmp_path, "is a folder")]:
+        code, out, err = _score_cli(capsys, pred, refs, "--metrics", "bleu", "--per-clip", str(path))
+        assert code == 2 and out == "" and f"--per-clip {path}: " in err and message in err
+    monkeypatch.setattr(audiocap.metrics, "score", real_score)
+    code, _, _ = _score_cli(capsys, pred, refs, "--metrics", "bleu", "--per-clip", str(tmp_path / "clips.csv"))
+    assert code == 0 and [r["file_name"] for r in _read(tmp_path / "clips.csv")] == ["a.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clips.csv", "pred.csv", "refs.csv"]  # no temporary left
+
+
+def test_score_cli_without_metrics_is_an_error(tmp_path, capsys):
+    refs = _write_rows(tmp_path / "refs.csv", [["file_name", "caption_1"], ["a.wav", "a dog"]])
+    for metrics in [",", ""]:
+        code, out, err = _score_cli(capsys, refs, refs, "--metrics", metrics)
+        assert code == 2 and out == "" and "no metrics given; choose from bleu" in err
+
+
+def test_evaluate_checks_the_shape_of_references_and_takes_a_metric_string():
+    """A flat list of references would be iterated letter by letter, each letter a reference."""
+    with pytest.raises(TypeError, match=r"one list of strings per clip; references\[0\] is 'a dog is barking'"):
+        evaluate(["a dog barks"], ["a dog is barking"], metrics=["bleu"])
+    with pytest.raises(TypeError, match="candidates must be a list of strings"):
+        evaluate("a dog barks", [["a dog is barking"]], metrics=["bleu"])
+    expected = evaluate(["a dog barks"], [["a dog is barking"]], metrics=["bleu"])
+    assert evaluate(["a dog barks"], [["a dog is barking"]], metrics="bleu") == expected
+    assert set(evaluate(["a dog barks"], [["a dog is barking"]], metrics="bleu, rouge_l")) == {*expected, "rouge_l"}
+    with pytest.raises(MetricError, match=r"unknown metrics \['blue'\]"):
+        evaluate(["a dog barks"], [["a dog is barking"]], metrics="blue")
+    with pytest.raises(MetricError, match="no metrics given"):
+        evaluate(["a dog barks"], [["a dog is barking"]], metrics=[])

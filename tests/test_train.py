@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from audiocap.errors import ConfigError
+from audiocap.errors import ConfigError, DataError
 from audiocap.train import TrainConfig, train
 from audiocap.training_utils import load_checkpoint, load_config
 from tests.conftest import CLOTHO_VALIDATION_AUDIO
@@ -384,3 +384,86 @@ def test_encoder_options_reach_the_encoder(tmp_path):
     random_init = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options)
     pretrained = create_encoder(config.encoder)
     assert random_init.weights_hash() != pretrained.weights_hash()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad configs fail with a ConfigError naming the key, before any feature is extracted or file written
+
+
+@pytest.fixture
+def config_yaml(tmp_path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({"train_csv": "a.csv", "train_audio_dir": "a", "val_csv": "b.csv",
+                                    "val_audio_dir": "b", "model": {"d_model": 64, "n_heads": 2}}))
+    return path
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.d_model=abc", r"model.d_model='abc' should be of type int"),
+    ("model.n_heads=3", r"model.d_model=64 and model.n_heads=3"),
+    ("model.dropout=5", r"model.dropout=5.0: must be in \[0, 1\)"),
+    ("model.n_heads=0", r"model.n_heads=0: must be at least 1"),
+    ("model.tie_embeddings=3", r"model.tie_embeddings=3 should be of type bool"),
+    ("model.max_caption_tokens=1", r"model.max_caption_tokens=1: must be at least 2"),
+])
+def test_bad_model_values_are_config_errors(config_yaml, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, config_yaml, [override])
+    assert load_config(TrainConfig, config_yaml, ["model.dropout=0"]).model["dropout"] == 0.0  # an int is a float
+
+
+@pytest.mark.parametrize("override", ["epochs=0", "epochs=-1", "batch_size=0", "learning_rate=0", "warmup_steps=-1",
+                                      "label_smoothing=1", "grad_clip=0", "val_beam_size=0", "crop_seconds=0"])
+def test_out_of_range_values_are_config_errors(config_yaml, override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError, match=rf"config key {key}={value}(\.0)?: must be"):
+        load_config(TrainConfig, config_yaml, [override])
+
+
+def test_config_errors_name_where_the_value_came_from(config_yaml):
+    with pytest.raises(ConfigError, match=r"^command-line override 'epochs=abc': epochs='abc' should be of type int"):
+        load_config(TrainConfig, config_yaml, ["epochs=abc"])
+    config_yaml.write_text(config_yaml.read_text() + "epochs: abc\n")
+    with pytest.raises(ConfigError, match=rf"^{config_yaml}: epochs='abc'"):
+        load_config(TrainConfig, config_yaml)
+
+
+def test_best_metric_must_be_a_score_the_metrics_produce(config_yaml):
+    with pytest.raises(ConfigError, match="bleu_1, bleu_2"):  # `bleu` gives bleu_1..bleu_4, no `bleu` score
+        load_config(TrainConfig, config_yaml, ["val_metrics=[bleu]", "best_metric=bleu"])
+    assert load_config(TrainConfig, config_yaml, ["val_metrics=[bleu]", "best_metric=bleu_4"]).best_metric == "bleu_4"
+
+
+def test_bad_device_is_a_config_error(config_yaml, monkeypatch):
+    from audiocap.training_utils import setup_distributed
+
+    with pytest.raises(ConfigError, match="device='gpu': choose one of auto, cpu, cuda"):
+        load_config(TrainConfig, config_yaml, ["device=gpu"])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)  # as on CPU-only PyTorch
+    with pytest.raises(ConfigError, match="device=cuda: PyTorch sees 0 CUDA device"):
+        setup_distributed("cuda")
+
+
+def test_unknown_encoder_options_are_a_config_error_before_anything_is_written(tmp_path):
+    config = TrainConfig(train_csv="a.csv", train_audio_dir="a", val_csv="b.csv", val_audio_dir="b",
+                         out_dir=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache"), encoder=ENCODER,
+                         encoder_options={"foo": 1})
+    with pytest.raises(ConfigError, match=r"encoder_options=\{'foo': 1\} does not fit encoder 'aisfx'.*foo"):
+        train(config)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_clips_longer_than_the_model_fail_before_training(tmp_path, captions_csv, feature_cache):
+    model = dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128, max_audio_frames=8)
+    with pytest.raises(DataError, match=r"15 clip\(s\) longer than the model covers \(model.max_audio_frames=8\): "
+                                        r".*\.wav \(\d+ frames\).* set model.max_audio_frames=\d+ or more"):
+        train(tiny_config(tmp_path / "run", captions_csv, feature_cache, model=model))
+    assert not (tmp_path / "run").exists()  # no checkpoint, TensorBoard log or model file
+
+
+def test_finetuning_checks_clip_lengths_before_training(tmp_path, captions_csv, tiny_encoder):
+    # training crops of 1 s fit in 8 frames, but validation encodes the whole clip
+    model = dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128, max_audio_frames=8)
+    with pytest.raises(DataError, match=r"1 clip\(s\) longer .*crop_seconds="):
+        train(finetune_config(tmp_path / "run", captions_csv, model=model))
+    assert not (tmp_path / "run").exists()

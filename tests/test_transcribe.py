@@ -12,10 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 import audiocap
+import audiocap.transcribe
 from audiocap.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +229,7 @@ def test_python_api_long_inputs(short_model_path, long_file):
 
     model = audiocap.load_model(short_model_path, device="cpu")
     assert model.max_seconds == pytest.approx(8 / model.encoder.frame_rate)
-    with pytest.raises(AudiocapError, match="an array: 12 s is longer .*model.caption_segments"):
+    with pytest.raises(AudiocapError, match="input 0: 12 s is longer .*model.caption_segments"):
         model.caption(load_audio(long_file, model.sample_rate))
     (segments,) = model.caption_segments(long_file, segment_seconds=4)
     assert [(s.start, s.end) for s in segments] == [(0, 4), (4, 8), (8, 12)]
@@ -255,3 +257,155 @@ def test_batches_hold_bounded_audio_and_long_clips_are_encoded_in_chunks(model_p
     bounded = model.caption(clips)
     assert batches == [2, 1] and chunked == [1]  # the 12 s clip: alone, in chunks
     assert bounded[:2] == alone[:2] and bounded[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input: a clear error naming the input, and the other inputs still captioned
+
+
+def test_empty_audio_is_an_error_not_a_caption(model_path, audio_dir, tmp_path, capsys):
+    import numpy as np
+
+    from audiocap.errors import AudiocapError
+
+    zero = tmp_path / "zero.wav"
+    sf.write(zero, np.zeros(0), 16000)
+    good = sorted(audio_dir.iterdir())[0]
+    for extra in ([], ["--segment", "2"]):
+        assert main(["caption", str(zero), str(good), "--model", str(model_path), *extra]) == 1
+        captured = capsys.readouterr()
+        assert f"error: {zero}: no audio samples" in captured.err and "zero.wav" not in captured.out
+        assert captured.out.startswith(f"{good}")
+    model = audiocap.load_model(model_path, device="cpu")
+    with pytest.raises(AudiocapError, match="input 1: no audio samples"):
+        model.caption([np.ones(8000, np.float32) * 0.1, np.zeros(0, np.float32)])
+    with pytest.raises(AudiocapError, match="zero.wav: no audio samples"):
+        model.caption_segments(zero)
+    assert len(model.caption(np.full(3, 0.1, np.float32))) == 1  # very short is still fine
+
+
+def test_integer_pcm_arrays_are_scaled_like_soundfile(model_path, audio_dir):
+    import numpy as np
+
+    from audiocap.audio import as_waveform, load_audio
+    from audiocap.errors import AudiocapError
+
+    model = audiocap.load_model(model_path, device="cpu")
+    path = sorted(audio_dir.iterdir())[0]
+    pcm16 = np.round(load_audio(path, model.sample_rate) * 16000).astype(np.int16)
+    assert model.caption(pcm16) == model.caption(pcm16 / 32768.0)
+    assert np.allclose(as_waveform(np.array([0, 128, 255], np.uint8), 16000), [-1, 0, 127 / 128])
+    assert np.allclose(as_waveform(np.array([-2 ** 31, 2 ** 30], np.int32), 16000), [-1, 0.5])
+    with pytest.raises(AudiocapError, match="dtype bool"):
+        model.caption(np.ones(100, bool))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_arrays_are_an_error(model_path, bad):
+    from audiocap.errors import AudiocapError
+
+    model = audiocap.load_model(model_path, device="cpu")
+    with pytest.raises(AudiocapError, match="input 0: contains NaN or infinite samples"):
+        model.caption(np.full(16000, bad, np.float32))
+
+
+def test_arrays_must_be_mono_1d(model_path):
+    import torch
+
+    from audiocap.errors import AudiocapError
+
+    model = audiocap.load_model(model_path, device="cpu")
+    wave = np.sin(np.arange(model.sample_rate) / 10).astype(np.float32) * 0.1
+    for shape_bad in (np.stack([wave, wave], 1), np.stack([wave, wave]), wave[None]):
+        for method in (model.caption, model.caption_segments):
+            with pytest.raises(AudiocapError, match=rf"input 0: expected a 1-D float array \(mono\) at "
+                                                    rf"{model.sample_rate} Hz, got shape \({shape_bad.shape[0]},"):
+                method(shape_bad)
+    assert model.caption(torch.from_numpy(wave)) == model.caption(wave)  # a 1-D tensor is a waveform
+    with pytest.raises(AudiocapError, match="list of numbers; pass a waveform as np.asarray"):
+        model.caption([0.0, 0.1, 0.2])
+    with pytest.raises(AudiocapError, match="got bytes"):
+        model.caption(b"dog.wav")
+    with pytest.raises(AudiocapError, match="got float; pass file paths"):
+        model.caption(0.5)
+    with pytest.raises(AudiocapError, match="input 1: expected a file path .* got bytes"):
+        model.caption([wave, b"dog.wav"])
+
+
+def test_beam_and_batch_sizes_are_checked_up_front(model_path, audio_dir, capsys, monkeypatch):
+    from audiocap.errors import AudiocapError
+
+    monkeypatch.setattr(audiocap.transcribe, "load_model", lambda *a: pytest.fail("checked after loading"))
+    for option, value in [("--beam", "0"), ("--beam", "-2"), ("--beam", "100000"), ("--beam", "x"), ("--beam", "1.5"),
+                          ("--batch-size", "0"), ("--batch-size", "-1")]:
+        with pytest.raises(SystemExit) as exit_:
+            main(["caption", str(audio_dir), option, value])
+        assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+    monkeypatch.undo()
+    model = audiocap.load_model(model_path, device="cpu")
+    wave = np.full(8000, 0.1, np.float32)
+    for kwargs, message in [({"batch_size": 0}, "batch_size must be .* not 0"), ({"beam_size": 0}, "beam_size"),
+                            ({"beam_size": 65}, "from 1 to 64, not 65"), ({"batch_size": 2.5}, "batch_size")]:
+        with pytest.raises(AudiocapError, match=message):
+            model.caption(wave, **kwargs)
+        with pytest.raises(AudiocapError, match=message):
+            model.caption_segments(wave, segment_seconds=1, **kwargs)
+
+
+def test_unknown_or_unavailable_devices_are_named(model_path, audio_dir, capsys):
+    import torch
+
+    from audiocap.errors import AudiocapError
+    from audiocap.transcribe import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for device in ("bogus", "gpu", "cuda:x"):
+        with pytest.raises(AudiocapError, match=f"unknown device '{device}'; choose cpu"):
+            audiocap.load_model(model_path, device=device)
+    if not torch.cuda.is_available():
+        with pytest.raises(AudiocapError, match="device 'cuda' is not available here; choose cpu"):
+            resolve_device("cuda")
+    assert main(["caption", str(audio_dir), "--model", str(model_path), "--device", "bogus"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown device 'bogus'; choose cpu")
+
+
+def test_a_model_folder_is_named_as_such(tmp_path):
+    from audiocap.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: is a folder; pass the model file"):
+        audiocap.load_model(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "text"])
+def test_odd_file_names_keep_every_format_valid(fmt, model_path, audio_dir, tmp_path, capsys):
+    import os
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    source = sorted(audio_dir.iterdir())[0]
+    names = ["new\nline.flac", "comma, \"quote\".wav", os.fsdecode(b"bad\xffname.wav")]
+    for name in names:
+        (folder / name).write_bytes(source.read_bytes())
+    assert main(["caption", str(folder), "--model", str(model_path), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(out)))
+        assert sorted(r[0] for r in rows[1:]) == sorted(["new\nline.flac", "comma, \"quote\".wav", "bad\\xffname.wav"])
+    elif fmt == "json":
+        assert sorted(Path(r["file"]).name for r in json.loads(out)) == sorted(names)
+    else:
+        assert len(out.splitlines()) == 3 and f"{folder}/new\\nline.flac: " in out and "bad\\xffname.wav: " in out
+
+
+def test_a_closed_pipe_ends_quietly(model_path, audio_dir, tmp_path):
+    import os
+
+    for i in range(4):
+        (tmp_path / f"clip{i}.flac").write_bytes(sorted(audio_dir.iterdir())[1].read_bytes())
+    process = subprocess.Popen([sys.executable, "-m", "audiocap", "caption", str(tmp_path), "--model", str(model_path),
+                                "--batch-size", "2", "--beam", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert process.stdout.readline().startswith(str(tmp_path / "clip0.flac").encode())
+    process.stdout.close()  # like `| head -1`
+    assert process.wait(timeout=120) == 141
+    assert b"Traceback" not in process.stderr.read()

@@ -17,7 +17,7 @@ import csv
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from audiocap.errors import DataError
@@ -27,9 +27,11 @@ CLOTHO_SPLITS = ("development", "validation", "evaluation")
 
 @dataclass
 class CaptionItem:
-    key: str  # unique name of the clip: the CSV's file_name, or the youtube id for AudioCaps
+    key: str  # unique name of the clip: the CSV's file_name, or the youtube id for AudioCaps; "" if the row has none
     audio_path: Path
     captions: list[str]
+    # spreadsheet row number of the item's (first) row, header = 1: error messages point at it
+    row: int | None = field(default=None, compare=False)
 
 
 def read_csv(csv_path: str | os.PathLike, what: str = "captions CSV") -> tuple[list[str], list[dict[str, str]]]:
@@ -65,14 +67,16 @@ def captions_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: li
             "rename the header row"
         )
     caption_columns = [numbered[i] for i in sorted(numbered)]
+    # A short row leaves its trailing cells as None, file_name too when it is not the first column:
+    # keep them as "" so that validation reports the row instead of crashing on it.
     return [
         CaptionItem(
-            key=row["file_name"],
-            audio_path=audio_dir / row["file_name"],
-            # a short row leaves trailing cells as None: keep them as empty captions for validation
+            key=(key := row["file_name"] or ""),
+            audio_path=audio_dir / key,
             captions=[(row[c] or "").strip() for c in caption_columns],
+            row=number,
         )
-        for row in rows
+        for number, row in enumerate(rows, start=2)
     ]
 
 
@@ -104,11 +108,15 @@ def audiocaps_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: l
             f"found {','.join(columns) or 'none'}"
         )
     captions: dict[str, list[str]] = defaultdict(list)  # dicts keep insertion order: CSV order
-    for row in rows:
-        captions[row["youtube_id"]].append((row["caption"] or "").strip())
+    first_row: dict[str, int] = {}
+    for number, row in enumerate(rows, start=2):
+        yid = row["youtube_id"] or ""  # None in a short row: validation reports it
+        captions[yid].append((row["caption"] or "").strip())
+        first_row.setdefault(yid, number)
     audio_by_id = _audio_files_by_stem(audio_dir)
     return [
-        CaptionItem(key=yid, audio_path=audio_by_id.get(yid, audio_dir / f"{yid}.wav"), captions=caps)
+        CaptionItem(key=yid, audio_path=audio_by_id.get(yid, audio_dir / f"{yid}.wav"), captions=caps,
+                    row=first_row[yid])
         for yid, caps in captions.items()
     ]
 

@@ -189,14 +189,37 @@ def configure_download(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def check_base_url(base_url: str, source: str) -> None:
+    """An http(s) URL with a host; `source` names where it came from (the option or the variable)."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{source} {base_url!r} is not an http(s) URL; give the mirror's address, "
+                            f"e.g. {DEFAULT_BASE_URL} or http://host:port/path")
+
+
+def check_dest(dest: Path) -> None:
+    """`dest` must be, or be creatable as, a folder: found now, not after the first download."""
+    existing = next(p for p in [dest, *dest.parents] if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == dest else f" (its parent {existing} is a file)"
+        raise DownloadError(f"--dest {dest}: not a folder{where}; give a folder path")
+    if not os.access(existing, os.W_OK):
+        raise DownloadError(f"--dest {dest}: {existing} is not writable; give another folder")
+
+
 def run_download(args: argparse.Namespace) -> int:
     base_url = args.base_url or os.environ.get(BASE_URL_ENV)
+    if base_url:
+        check_base_url(base_url, "--base-url" if args.base_url else f"${BASE_URL_ENV}")
     if args.target == "spice":  # jars come from their own hosts unless a mirror is given
         from audiocap.metrics.spice import default_spice_home, download_spice
 
-        dest = download_spice(args.dest or default_spice_home(), base_url)
+        dest = args.dest or default_spice_home()
+        check_dest(dest)
+        dest = download_spice(dest, base_url)
     else:
         dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
+        check_dest(dest)
         base_url = base_url or DEFAULT_BASE_URL
         if args.target == "clotho":
             download_clotho(dest, base_url, progress=not args.no_progress)

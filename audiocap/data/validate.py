@@ -2,8 +2,8 @@
 empty captions. All problems are collected and reported together, with counts, so one run of
 `audiocap validate` shows everything to fix instead of failing on the first bad file.
 
-Training calls `check_items(items, skip_bad)`: it refuses to start on a bad dataset unless told
-to skip the bad rows, in which case it trains on `Report.usable(items)`.
+Training calls `check_items(items, skip_bad, skip_hint=...)`: it refuses to start on a bad dataset
+unless told to skip the bad rows, in which case it trains on `Report.usable(items)`.
 """
 from __future__ import annotations
 
@@ -19,12 +19,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiocap.data.datasets import CaptionItem, audiocaps_items, captions_items, read_csv
+from audiocap.cli import positive_int
 from audiocap.errors import AudioLoadError, DataError
 
 
 @dataclass
 class Report:
     n_items: int
+    no_key: list[CaptionItem] = field(default_factory=list)  # rows whose file_name (youtube_id) is empty
     missing: list[CaptionItem] = field(default_factory=list)
     corrupt: list[tuple[CaptionItem, str]] = field(default_factory=list)  # (item, why it does not decode)
     duplicates: dict[str, int] = field(default_factory=dict)  # key -> number of rows with it
@@ -32,11 +34,14 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.corrupt or self.duplicates or self.empty_captions)
+        return not (self.no_key or self.missing or self.corrupt or self.duplicates or self.empty_captions)
 
     def summary(self) -> str:
         lines = [f"{self.n_items} items: {len(self.missing)} missing audio, {len(self.corrupt)} corrupt audio, "
-                 f"{len(self.duplicates)} duplicated keys, {len(self.empty_captions)} with empty captions"]
+                 f"{len(self.duplicates)} duplicated keys, {len(self.empty_captions)} with empty captions"
+                 + (f", {len(self.no_key)} without a file name" if self.no_key else "")]
+        lines += [f"  no file name: row {item.row or '?'} (file_name or youtube_id cell is empty or missing)"
+                  for item in self.no_key]
         lines += [f"  missing audio: {item.key} (expected at {item.audio_path})" for item in self.missing]
         lines += [f"  corrupt audio: {item.key} ({reason})" for item, reason in self.corrupt]
         lines += [f"  duplicate: {key} appears in {n} rows" for key, n in self.duplicates.items()]
@@ -47,15 +52,15 @@ class Report:
     def usable(self, items: list[CaptionItem]) -> list[CaptionItem]:
         """What training can use: rows with readable audio, the first row of each duplicated key,
         and only the non-empty captions (a row left with none is dropped)."""
-        bad_audio = {id(item) for item in self.missing} | {id(item) for item, _ in self.corrupt}
+        bad = {id(item) for item in self.missing + self.no_key} | {id(item) for item, _ in self.corrupt}
         seen: set[str] = set()
         kept = []
         for item in items:
             captions = [c for c in item.captions if c]
-            if id(item) in bad_audio or item.key in seen or not captions:
+            if id(item) in bad or item.key in seen or not captions:
                 continue
             seen.add(item.key)
-            kept.append(CaptionItem(item.key, item.audio_path, captions))
+            kept.append(CaptionItem(item.key, item.audio_path, captions, item.row))
         return kept
 
 
@@ -76,6 +81,8 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
                    decoded: Set[Path] = frozenset()) -> Report:
     """`decoded`: audio paths known to decode (e.g. their frames are in the feature cache), not decoded again."""
     report = Report(n_items=len(items))
+    report.no_key = [item for item in items if not item.key]
+    items = [item for item in items if item.key]  # reported once, not again as missing audio
     counts = Counter(item.key for item in items)
     report.duplicates = {key: n for key, n in counts.items() if n > 1}
     for item in items:
@@ -98,13 +105,17 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
 
 
 def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True,
-                decoded: Set[Path] = frozenset()) -> list[CaptionItem]:
-    """The items to train on: all of them if valid; else the usable ones if `skip_bad`, else raise."""
+                decoded: Set[Path] = frozenset(), skip_hint: str | None = None) -> list[CaptionItem]:
+    """The items to train on: all of them if valid; else the usable ones if `skip_bad`, else raise.
+
+    `skip_hint` is how the caller's user asks to skip bad rows (e.g. "skip_bad_items=true"); the
+    error offers it as the alternative to fixing the data, and offers nothing when there is none."""
     report = validate_items(items, progress=progress, decoded=decoded)
     if report.ok:
         return items
     if not skip_bad:
-        raise DataError(f"dataset has problems; fix them or pass the option that skips bad rows\n{report.summary()}")
+        alternative = f", or use {skip_hint} to skip the bad rows" if skip_hint else ""
+        raise DataError(f"dataset has problems; fix them{alternative}\n{report.summary()}")
     usable = report.usable(items)
     print(f"warning: skipping bad rows, training on {len(usable)} of {len(items)} items\n{report.summary()}",
           file=sys.stderr)
@@ -122,7 +133,7 @@ def load_items(csv_path: Path, audio_dir: Path) -> list[CaptionItem]:
 def configure_validate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("csv", type=Path, help="captions CSV (file_name,caption_1..N) or AudioCaps CSV")
     parser.add_argument("--audio-dir", type=Path, help="folder of the audio files (default: the CSV's folder)")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="decoding threads")
+    parser.add_argument("--workers", type=positive_int(), default=min(8, os.cpu_count() or 1), help="decoding threads")
 
 
 def run_validate(args: argparse.Namespace) -> int:

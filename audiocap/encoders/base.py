@@ -127,18 +127,21 @@ class AudioEncoder(nn.Module):
                 frames[i] = output[j, : lengths[j]].float()
         return frames
 
-    def encode_file(self, path: str | Path, chunk_seconds: float = 60.0) -> np.ndarray:
+    def encode_file(self, path: str | Path, chunk_seconds: float = 60.0, allow_empty: bool = True) -> np.ndarray:
         """Frames (T, dim) float32 of one audio file of any length, T ≈ duration · frame_rate.
 
         The file is decoded, resampled and encoded in chunks of `chunk_seconds` (`encode_chunks`), so
         memory is bounded by one chunk: the chunk's waveform (4 bytes/sample) plus one forward pass over
         it (for 60 s: ~0.4 GB for panns-cnn14, ~0.2 GB for panns-cnn10), plus the output itself
         (T · dim · 4 bytes; one hour of panns-cnn14 is 92 MB).
-        Clips shorter than `chunk_seconds` are one forward pass, identical to `forward`.
+        Clips shorter than `chunk_seconds` are one forward pass, identical to `forward`. A file with no samples
+        gives one frame of silence, or AudioLoadError if not `allow_empty` (tags or a caption of it would be
+        made up).
         """
         from audiocap.audio import stream_audio
 
-        return self.encode_chunks(stream_audio(path, self.sample_rate, self.chunk_samples(chunk_seconds)))
+        chunks = stream_audio(path, self.sample_rate, self.chunk_samples(chunk_seconds))
+        return self.encode_chunks(chunks if allow_empty else _require_audio(chunks, path))
 
     def weights_hash(self) -> str:
         """Content hash of the parameters and buffers (identifies the weights in feature caches)."""
@@ -147,6 +150,18 @@ class AudioEncoder(nn.Module):
             h.update(key.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def _require_audio(chunks: Iterable[np.ndarray], path) -> Iterable[np.ndarray]:
+    from audiocap.audio import display_path
+    from audiocap.errors import AudioLoadError
+
+    empty = True
+    for chunk in chunks:
+        empty = False
+        yield chunk
+    if empty:
+        raise AudioLoadError(f"{display_path(path)}: no audio samples")
 
 
 # name -> (factory(checkpoint: str | None, **kwargs) -> AudioEncoder, one-line description)

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from audiocap.cli import positive_int
+
 
 def configure_encoders(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print {name: description} as JSON")
@@ -27,7 +29,7 @@ def configure_tag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, mp3; any rate and channels)")
     parser.add_argument("--encoder", default="panns-cnn14", choices=["panns-cnn14", "panns-cnn10"])
     parser.add_argument("--checkpoint", required=True, help="official PANNs checkpoint, e.g. Cnn14_mAP=0.431.pth")
-    parser.add_argument("--top-k", type=int, default=5, help="tags per file (default 5)")
+    parser.add_argument("--top-k", type=positive_int(), default=5, help="tags per file (default 5)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line: {file, tags: [{label, probability}]}")
 
 
@@ -35,6 +37,7 @@ def run_tag(args: argparse.Namespace) -> int:
     import torch
 
     from audiocap.encoders import create_encoder
+    from audiocap.audio import display_path
     from audiocap.encoders.panns import audioset_labels
     from audiocap.errors import AudioLoadError
 
@@ -43,7 +46,7 @@ def run_tag(args: argparse.Namespace) -> int:
     failures = 0
     for path in args.audio:
         try:
-            frames = torch.from_numpy(encoder.encode_file(path))[None]  # (1, T, D), chunked for long files
+            frames = torch.from_numpy(encoder.encode_file(path, allow_empty=False))[None]  # (1, T, D), in chunks
         except AudioLoadError as err:  # report it and go on with the other files
             failures += 1
             print(f"error: {err}", file=sys.stderr)
@@ -57,7 +60,7 @@ def run_tag(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"file": path, "tags": tags}), flush=True)
         else:
-            print(path)
+            print(display_path(path))  # a name that is not UTF-8 cannot be printed as it is
             for tag in tags:
                 print(f"  {tag['probability']:.3f}  {tag['label']}")
     return 1 if failures else 0

@@ -37,18 +37,15 @@ class Evaluation:
 def score(
     candidates: list[str],
     references: list[list[str]],
-    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    metrics: str | list[str] | tuple[str, ...] = DEFAULT_METRICS,
     meteor_options: MeteorOptions = MeteorOptions(),
     spice_options: SpiceOptions = SpiceOptions(),
 ) -> Evaluation:
-    """Corpus and per-clip scores of one candidate per clip against its references (≥ 1 each)."""
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:
-        raise MetricError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
-    if len(candidates) != len(references) or not candidates:
-        raise MetricError(f"{len(candidates)} candidates for {len(references)} reference sets (need equal, ≥ 1)")
-    if any(len(refs) == 0 for refs in references):
-        raise MetricError("every clip needs at least one reference caption")
+    """Corpus and per-clip scores of one candidate per clip against its references (≥ 1 each).
+
+    `metrics` may also be one string, "bleu" or "bleu,cider_d"."""
+    metrics = metric_names(metrics)
+    check_captions(candidates, references)
     wanted = set(metrics) | ({"cider_d", "spice"} if "spider" in metrics else set())
     result = Evaluation()
     tokenized = tokenize_batch(candidates + [r for refs in references for r in refs])
@@ -96,10 +93,40 @@ def score(
     return result
 
 
+def metric_names(metrics: str | list[str] | tuple[str, ...]) -> list[str]:
+    """The metrics asked for, as a list; a string is one name or a comma-separated list (as on the command
+    line), never its letters."""
+    if isinstance(metrics, str):
+        metrics = metrics.split(",")
+    metrics = [m.strip() for m in metrics if m.strip()]
+    if not metrics:
+        raise MetricError(f"no metrics given; choose from {', '.join(METRICS)}")
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise MetricError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
+    return metrics
+
+
+def check_captions(candidates: list[str], references: list[list[str]]) -> None:
+    """Refuse arguments of the wrong shape before any work: a flat list of strings as `references`
+    would otherwise be iterated letter by letter, each letter scored as a reference caption."""
+    if isinstance(candidates, str) or not all(isinstance(c, str) for c in candidates):
+        raise TypeError("candidates must be a list of strings, one caption per clip")
+    for i, refs in enumerate(references):
+        if isinstance(refs, str) or not all(isinstance(r, str) for r in refs):
+            raise TypeError(f"references must be a list with one list of strings per clip; references[{i}] is "
+                            f"{refs!r}: write [[\"a dog barks\"]] for one clip with one reference, not [\"a dog barks\"]")
+    if len(candidates) != len(references) or not candidates:
+        raise MetricError(f"{len(candidates)} candidates for {len(references)} reference sets (need equal, ≥ 1)")
+    if empty := [i for i, refs in enumerate(references) if len(refs) == 0]:
+        raise MetricError(f"every clip needs at least one reference caption; {len(empty)} clips have none "
+                          f"(indices {', '.join(map(str, empty[:10]))}{', ...' if len(empty) > 10 else ''})")
+
+
 def evaluate(
     candidates: list[str],
     references: list[list[str]],
-    metrics: list[str] | tuple[str, ...] = DEFAULT_METRICS,
+    metrics: str | list[str] | tuple[str, ...] = DEFAULT_METRICS,
     **options,
 ) -> dict[str, float]:
     """Corpus scores with keys bleu_1..bleu_4, meteor, rouge_l, cider_d, spice, spider, sbert_sim, vocab

@@ -1,0 +1,88 @@
+"""`audiocap evaluate` checks what it can before captioning (the long part), and keeps the captions when
+scoring fails. Models and audio: the fixtures of test_transcribe.py."""
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+
+from audiocap.cli import main
+from tests.test_transcribe import audio_dir, long_file, model_path, short_model_path  # noqa: F401 (fixtures)
+
+
+def captions_csv(path: Path, audio_files: list[Path]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "caption_1", "caption_2"])
+        for audio in audio_files:
+            writer.writerow([audio.name, "a person walks on gravel", "someone is walking outside"])
+    return path
+
+
+@pytest.fixture
+def argv(model_path, audio_dir, tmp_path) -> list[str]:  # noqa: F811
+    csv_path = captions_csv(tmp_path / "captions.csv", sorted(audio_dir.iterdir()))
+    return ["evaluate", "--model", str(model_path), "--captions", str(csv_path), "--audio-dir", str(audio_dir),
+            "--out", str(tmp_path / "results"), "--beam", "1"]
+
+
+@pytest.fixture
+def no_captioning(monkeypatch):
+    """Fail the test if any clip gets captioned: the errors below must come first."""
+    from audiocap.transcribe import CaptioningPipeline
+
+    def caption(*args, **kwargs):
+        raise AssertionError("captioned before the error was detected")
+
+    monkeypatch.setattr(CaptioningPipeline, "caption", caption)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--metrics", "bleu,foo", "unknown metric(s) foo; choose from bleu"),
+    ("--batch-size", "0", "expected a whole number of at least 1, not '0'"),
+    ("--beam", "-1", "expected a whole number of at least 1"),
+])
+def test_bad_options_are_usage_errors(argv, no_captioning, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, option, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_fails_before_captioning(argv, tmp_path, no_captioning, capsys):
+    (tmp_path / "afile").write_text("keep me")
+    assert main([*argv, "--out", str(tmp_path / "afile")]) == 2
+    assert f"--out {tmp_path / 'afile'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "keep me"
+
+
+def test_clips_too_long_for_the_model_fail_before_captioning(short_model_path, audio_dir, long_file, tmp_path,  # noqa: F811
+                                                            no_captioning, capsys):
+    folder = tmp_path / "audio"
+    shutil.copytree(audio_dir, folder)
+    shutil.copy(long_file, folder)
+    csv_path = captions_csv(tmp_path / "captions.csv", sorted(folder.iterdir()))
+    argv = ["evaluate", "--model", str(short_model_path), "--captions", str(csv_path), "--audio-dir", str(folder),
+            "--out", str(tmp_path / "results")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 clip(s) longer than this model captions at once (9.3 s)" in err
+    assert f"{folder / 'long.wav'} (12.0 s)" in err and "--segment" not in err  # evaluate has no --segment
+    assert not (tmp_path / "results").exists()
+
+
+def test_predictions_are_written_before_scoring(argv, tmp_path, monkeypatch, capsys):
+    import audiocap.metrics
+    from audiocap.errors import MetricError
+
+    def failing_evaluate(*args, **kwargs):
+        raise MetricError("meteor: Java not found")
+
+    monkeypatch.setattr(audiocap.metrics, "evaluate", failing_evaluate)
+    assert main(argv) == 2
+    rows = list(csv.reader(open(tmp_path / "results" / "predictions.csv", newline="", encoding="utf-8")))
+    assert rows[0] == ["file_name", "caption_predicted"] and len(rows) == 4 and all(r[1] for r in rows[1:])
+    err = capsys.readouterr().err
+    assert "Java not found" in err and "audiocap score" in err
+    assert not (tmp_path / "results" / "scores.json").exists()
