@@ -109,6 +109,12 @@ def _read(f: sf.SoundFile, path: str | Path, frames: int = -1) -> np.ndarray:
         raise AudioLoadError(f"{display_path(path)}: decoding failed ({err}); the file may be truncated") from None
 
 
+def audio_duration(path: str | Path) -> float:
+    """Seconds of audio in a file, from its header (nothing is decoded); AudioLoadError as `load_audio`."""
+    with _open(path) as f:
+        return f.frames / f.samplerate
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None) -> np.ndarray:
     """Decode a whole file to a float32 mono waveform (N,), resampled to `sample_rate` if given.
 

@@ -102,11 +102,10 @@ def check_out_dir(out: Path) -> None:
 def check_durations(paths: list[Path], max_seconds: float) -> None:
     """Evaluation captions every clip whole: one longer than the model covers fails here, before any is
     captioned, rather than mid-run (the headers give the durations without decoding the audio)."""
-    import soundfile as sf
-
+    from audiocap.audio import audio_duration
     from audiocap.errors import DataError
 
-    too_long = sorted(((sf.info(str(p)).duration, p) for p in paths), reverse=True)
+    too_long = sorted(((audio_duration(p), p) for p in paths), reverse=True)
     too_long = [(seconds, p) for seconds, p in too_long if seconds > max_seconds]
     if too_long:
         listed = ", ".join(f"{p} ({seconds:.1f} s)" for seconds, p in too_long[:3])

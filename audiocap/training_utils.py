@@ -150,9 +150,9 @@ def build_encoder(config, create_encoder):
 
 def estimated_frames(paths: list[Path], frame_rate: float, crop_seconds: list[float | None]) -> list[int]:
     """Encoder frames of each file (cropped to `crop_seconds` where given), from its header: no decoding."""
-    import soundfile as sf
+    from audiocap.audio import audio_duration
 
-    return [math.floor(min(sf.info(str(path)).duration, crop or math.inf) * frame_rate)
+    return [math.floor(min(audio_duration(path), crop or math.inf) * frame_rate)
             for path, crop in zip(paths, crop_seconds)]
 
 

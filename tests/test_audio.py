@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiocap.audio import (PANNS_MEL, MelSettings, as_waveform, display_path, load_audio, log_mel_spectrogram,
-                            mel_filters, stream_audio)
+from audiocap.audio import (PANNS_MEL, MelSettings, as_waveform, audio_duration, display_path, load_audio,
+                            log_mel_spectrogram, mel_filters, stream_audio)
 from audiocap.errors import AudioLoadError
 
 
@@ -142,6 +142,16 @@ def test_non_utf8_file_names_load_and_print_safely(tmp_path):
     with pytest.raises(AudioLoadError) as error:
         load_audio(name[:-4] + ".flac")
     assert str(error.value).encode("utf-8").endswith(b"bad\\xffname.flac: no such file")
+
+
+def test_audio_duration_reads_the_header_of_any_file_name(tmp_path):
+    # training and evaluation check clip lengths with it before any work: a non-UTF-8 name must not crash it
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/bad\xffname.flac")
+    sf.write(os.fsencode(name), np.zeros(40000), 16000)
+    assert audio_duration(name) == 2.5
+    (tmp_path / "text.wav").write_text("not audio")
+    with pytest.raises(AudioLoadError, match="text.wav: cannot decode audio"):
+        audio_duration(tmp_path / "text.wav")
 
 
 def test_a_folder_is_named_as_such(tmp_path):
