@@ -1,6 +1,12 @@
 """Errors meant to be read by users: each names the file/field at fault and the fix."""
 
 
+def first_few(things, n: int = 10) -> str:
+    """The first `n` of `things` for a message, "a, b, c and 7 more": one bad row per line would bury the fix."""
+    things = list(things)
+    return ", ".join(map(str, things[:n])) + (f" and {len(things) - n} more" if len(things) > n else "")
+
+
 class AudiocapError(Exception):
     """Base class; the CLI prints these without a traceback."""
 

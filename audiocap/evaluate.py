@@ -103,13 +103,12 @@ def check_durations(paths: list[Path], max_seconds: float) -> None:
     """Evaluation captions every clip whole: one longer than the model covers fails here, before any is
     captioned, rather than mid-run (the headers give the durations without decoding the audio)."""
     from audiocap.audio import audio_duration
-    from audiocap.errors import DataError
+    from audiocap.errors import DataError, first_few
 
     too_long = sorted(((audio_duration(p), p) for p in paths), reverse=True)
     too_long = [(seconds, p) for seconds, p in too_long if seconds > max_seconds]
     if too_long:
-        listed = ", ".join(f"{p} ({seconds:.1f} s)" for seconds, p in too_long[:3])
-        more = f" and {len(too_long) - 3} more" if len(too_long) > 3 else ""
+        listed = first_few((f"{p} ({seconds:.1f} s)" for seconds, p in too_long), 3)
         raise DataError(f"{len(too_long)} clip(s) longer than this model captions at once ({max_seconds:.1f} s): "
-                        f"{listed}{more}; evaluation scores whole clips: cut them into clips of at most "
+                        f"{listed}; evaluation scores whole clips: cut them into clips of at most "
                         f"{max_seconds:.1f} s, or evaluate a model trained with a larger model.max_audio_frames")

@@ -78,9 +78,9 @@ class TrainConfig:
 
     def __post_init__(self):
         from audiocap.errors import ConfigError
-        from audiocap.metrics import METRICS
+        from audiocap.metrics import METRICS, score_names
         from audiocap.model import ModelDimensions
-        from audiocap.training_utils import TRAIN_CONFIG_RANGES, check_model_options, check_ranges, score_names
+        from audiocap.training_utils import TRAIN_CONFIG_RANGES, check_model_options, check_ranges
 
         for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
             if not getattr(self, key):

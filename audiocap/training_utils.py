@@ -101,12 +101,6 @@ def check_ranges(config, ranges: dict[str, str]) -> None:
             raise ConfigError(f"config key {key}={value!r}: must be {rule}")
 
 
-def score_names(metrics: list[str]) -> list[str]:
-    """The scores that audiocap.metrics.evaluate returns for `metrics` (the candidates for best_metric)."""
-    expand = {"bleu": [f"bleu_{n}" for n in range(1, 5)], "vocab": ["vocab", "distinct_1", "distinct_2"]}
-    return [name for metric in metrics for name in expand.get(metric, [metric])]
-
-
 def check_model_options(model: dict, ModelDimensions) -> dict:
     """`model:` (fields of ModelDimensions but the two the data decide), checked like the top-level keys:
     types, then the values the model's layers accept. Returns them with ints converted where a float is due.
@@ -159,15 +153,14 @@ def estimated_frames(paths: list[Path], frame_rate: float, crop_seconds: list[fl
 def check_clip_frames(paths: list[Path], n_frames: list[int], max_frames: int, fix: str = "") -> None:
     """DataError naming the clips whose encoder frames exceed the model's positional table, so that
     training fails before its first step rather than at the first batch (or validation) holding one."""
-    from audiocap.errors import DataError
+    from audiocap.errors import DataError, first_few
 
     lengths = dict(zip(map(str, paths), n_frames))  # a clip in both training and validation counts once
     too_long = sorted(((n, path) for path, n in lengths.items() if n > max_frames), reverse=True)
     if too_long:
-        listed = ", ".join(f"{path} ({n} frames)" for n, path in too_long[:3])
-        more = f" and {len(too_long) - 3} more" if len(too_long) > 3 else ""
+        listed = first_few((f"{path} ({n} frames)" for n, path in too_long), 3)
         raise DataError(f"{len(too_long)} clip(s) longer than the model covers (model.max_audio_frames={max_frames}):"
-                        f" {listed}{more}; set model.max_audio_frames={too_long[0][0]} or more, {fix}"
+                        f" {listed}; set model.max_audio_frames={too_long[0][0]} or more, {fix}"
                         "or cut the clips shorter")
 
 

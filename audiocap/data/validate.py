@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from audiocap.data.datasets import CaptionItem, audiocaps_items, captions_items, read_csv
 from audiocap.cli import positive_int
+from audiocap.data.datasets import CaptionItem, audiocaps_items, captions_items, read_csv
 from audiocap.errors import AudioLoadError, DataError
 
 

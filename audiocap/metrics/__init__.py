@@ -27,6 +27,12 @@ METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
 
 
+def score_names(metrics: list[str]) -> list[str]:
+    """The keys `evaluate` returns for `metrics` (e.g. what training's best_metric may name)."""
+    expand = {"bleu": [f"bleu_{n}" for n in range(1, 5)], "vocab": ["vocab", "distinct_1", "distinct_2"]}
+    return [name for metric in metrics for name in expand.get(metric, [metric])]
+
+
 @dataclass
 class Evaluation:
     corpus: dict[str, float] = field(default_factory=dict)  # keys bleu_1..bleu_4, meteor, rouge_l, ...

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from audiocap.data.datasets import load_captions_csv, read_csv
-from audiocap.errors import DataError, MetricError
+from audiocap.errors import DataError, MetricError, first_few
 
 
 def configure_score(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +40,10 @@ def read_predictions_and_references(predictions: Path, references: Path):
     referenced = read_references(references)
     if only_predicted := [n for n in predicted if n not in referenced]:
         raise DataError(f"{len(only_predicted)} predicted clips have no row in {references}: "
-                        f"{_first(only_predicted)}; score them against the CSV of their own split")
+                        f"{first_few(only_predicted)}; score them against the CSV of their own split")
     # only the scored clips need a caption: an empty row elsewhere in a whole split's CSV does not matter
     if empty := [n for n in predicted if not referenced[n]]:
-        raise DataError(f"{references}: {len(empty)} clips have no reference caption: {_first(empty)}; "
+        raise DataError(f"{references}: {len(empty)} clips have no reference caption: {first_few(empty)}; "
                         "fill in at least one caption_N cell of each row")
     if unused := len(referenced) - len(predicted):
         print(f"note: {unused} of {len(referenced)} clips in {references} have no prediction; "
@@ -78,15 +78,11 @@ def read_references(path: Path) -> dict[str, list[str]]:
 def _check_keys(path: Path, names: list[str], problem: str, fix: str) -> None:
     """Refuse empty and repeated file names: a dict keyed by them would silently keep only the last row."""
     if blank := [row for row, name in enumerate(names, start=2) if not name]:
-        raise DataError(f"{path}: {len(blank)} rows have no file_name (row {_first(blank)}, header = row 1); "
+        raise DataError(f"{path}: {len(blank)} rows have no file_name (row {first_few(blank)}, header = row 1); "
                         "fill it in or delete the row")
     counts = Counter(names)
     if repeated := [name for name, n in counts.items() if n > 1]:
-        raise DataError(f"{path}: {len(repeated)} file names have {problem}: {_first(repeated)}; {fix}")
-
-
-def _first(names: list, n: int = 10) -> str:
-    return ", ".join(map(str, names[:n])) + (f" and {len(names) - n} more" if len(names) > n else "")
+        raise DataError(f"{path}: {len(repeated)} file names have {problem}: {first_few(repeated)}; {fix}")
 
 
 def check_writable(path: Path, option: str) -> None:
