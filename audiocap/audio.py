@@ -83,6 +83,8 @@ def _open(path: str | Path) -> sf.SoundFile:
         raise AudioLoadError(f"{display_path(path)}: is a folder, not an audio file; give the audio files in it")
     if not Path(path).is_file():  # libsndfile would only say "System error"
         raise AudioLoadError(f"{display_path(path)}: no such file")
+    if Path(path).stat().st_size == 0:  # libsndfile would say "File does not exist or is not a regular file"
+        raise AudioLoadError(f"{display_path(path)}: file is empty (0 bytes); re-copy or re-export it")
     try:  # as bytes: soundfile would encode a str name strictly, failing on names that are not UTF-8
         return sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:

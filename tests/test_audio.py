@@ -166,3 +166,11 @@ def test_as_waveform_checks_arrays():
         as_waveform(np.zeros((2, 3)), 16000, "clip")
     with pytest.raises(AudioLoadError, match="clip: contains NaN or infinite samples"):
         as_waveform(np.array([0, 1e300]), 16000, "clip")  # finite float64, inf as float32
+
+
+def test_an_empty_file_is_named_as_empty(tmp_path):
+    # libsndfile reports a 0-byte file as "does not exist or is not a regular file", which misleads
+    (tmp_path / "empty.mp3").write_bytes(b"")
+    for read in (load_audio, audio_duration):
+        with pytest.raises(AudioLoadError, match=r"empty.mp3: file is empty \(0 bytes\)"):
+            read(tmp_path / "empty.mp3")
