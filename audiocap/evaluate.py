@@ -3,7 +3,10 @@
     audiocap evaluate --model runs/clotho/model.safetensors \\
         --captions clotho_captions_evaluation.csv --audio-dir audio/evaluation --out results/
 
-writes `predictions.csv` (DCASE format `file_name,caption_predicted`) and `scores.json`.
+writes `predictions.csv` (DCASE format `file_name,caption_predicted`) and `scores.json`. The CSV is
+Clotho-shaped (`file_name,caption_1..caption_N`) or an AudioCaps CSV (`youtube_id,caption`, audio files
+named by youtube id). `--skip-bad` scores the clips whose audio is there and decodes (AudioCaps copies
+always lack some videos) and records how many were left out.
 """
 from __future__ import annotations
 
@@ -30,13 +33,16 @@ def configure_evaluate(parser) -> None:
     from audiocap.transcribe import PRECISIONS  # a light module: torch is imported inside its functions
 
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
-    parser.add_argument("--captions", required=True, type=Path, help="CSV file_name,caption_1..caption_N")
+    parser.add_argument("--captions", required=True, type=Path,
+                        help="CSV file_name,caption_1..caption_N, or an AudioCaps CSV (youtube_id,caption)")
     parser.add_argument("--audio-dir", required=True, type=Path, help="folder holding the CSV's audio files")
     parser.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default: ./evaluation)")
     parser.add_argument("--beam", type=positive_int(), default=3, help="beam size; 1 = greedy (default: 3)")
     parser.add_argument("--batch-size", type=positive_int(), default=8)
     parser.add_argument("--metrics", type=metric_names, default=None,
                         help="comma-separated metric names (default: those of audiocap.metrics.evaluate)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="score the clips whose audio exists and decodes; without it, any bad row is an error")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="decoder weights (default fp32: the model's scores exactly as trained; "
@@ -49,15 +55,18 @@ def run_evaluate(args) -> int:
 
     from tqdm import tqdm
 
-    from audiocap.data.datasets import load_captions_csv
+    from audiocap.data.datasets import load_dataset
     from audiocap.data.validate import check_items
-    from audiocap.errors import AudiocapError
+    from audiocap.errors import AudiocapError, DataError
     from audiocap.metrics import evaluate
     from audiocap.transcribe import load_model
 
     # everything that can fail is checked before the clips are captioned (the long part)
     check_out_dir(args.out)
-    items = check_items(load_captions_csv(args.captions, args.audio_dir), progress=sys.stderr.isatty())
+    all_items = load_dataset(args.captions, args.audio_dir)
+    items = check_items(all_items, args.skip_bad, progress=sys.stderr.isatty(), skip_hint="--skip-bad")
+    if not items:
+        raise DataError(f"{args.captions}: no clip has readable audio in {args.audio_dir}; nothing to evaluate")
     pipeline = load_model(args.model, args.device, args.precision)
     check_durations([it.audio_path for it in items], pipeline.max_seconds)
     predictions = []
@@ -81,7 +90,7 @@ def run_evaluate(args) -> int:
                         f"`audiocap score {args.out / 'predictions.csv'} --references {args.captions}`") from None
     report = {"model": str(args.model or "default"), "captions": str(args.captions), "beam_size": args.beam,
               "precision": pipeline.precision,
-              "n_clips": len(items), "scores": scores}
+              "n_clips": len(items), "n_skipped": len(all_items) - len(items), "scores": scores}
     (args.out / "scores.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, value in scores.items():
         if isinstance(value, (int, float)):

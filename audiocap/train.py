@@ -22,7 +22,7 @@ from pathlib import Path
 
 @dataclass
 class TrainConfig:
-    # data, in Clotho format: a CSV `file_name,caption_1..caption_N` and a folder of audio
+    # data: a CSV `file_name,caption_1..caption_N` (Clotho's shape) or an AudioCaps CSV, and a folder of audio
     train_csv: str = ""
     train_audio_dir: str = ""
     val_csv: str = ""
@@ -123,7 +123,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     from audiocap import model_file
     from audiocap.data.cache import FeatureCache
-    from audiocap.data.datasets import load_captions_csv
+    from audiocap.data.datasets import load_dataset
     from audiocap.data.validate import check_items
     from audiocap.decoding import DecodingOptions, decode
     from audiocap.encoders import create_encoder
@@ -143,11 +143,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     encoder = build_encoder(config, create_encoder).freeze()
     cache = None if config.finetune_encoder else FeatureCache(config.cache_dir)
 
-    train_items = load_captions_csv(config.train_csv, config.train_audio_dir)
-    val_items = load_captions_csv(config.val_csv, config.val_audio_dir)
+    train_items = load_dataset(config.train_csv, config.train_audio_dir)
+    val_items = load_dataset(config.val_csv, config.val_audio_dir)
     # a cached clip decoded when it was cached: only the others are decoded (one lookup: it hashes the weights)
     decoded = cache.cached(encoder, [it.audio_path for it in train_items + val_items]) if cache else frozenset()
-    train_items, val_items = [check_items(items, config.skip_bad_items, progress=ddp.is_main, decoded=decoded)
+    train_items, val_items = [check_items(items, config.skip_bad_items, progress=ddp.is_main, decoded=decoded,
+                                          skip_hint="skip_bad_items=true")
                               for items in (train_items, val_items)]
     tokenizer = Tokenizer.build([c for it in train_items for c in it.captions], config.min_word_count)
     dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)

@@ -104,14 +104,14 @@ def test_feature_cache_knows_which_files_it_holds(tmp_path, clotho_clips):
 def test_validate_rejects_a_latin1_csv_with_a_clear_error(tmp_path, capsys):
     """The validate path reads the CSV with the loaders' own reader: a Latin-1 file is a DataError
     saying it is not UTF-8 (not a UnicodeDecodeError traceback), in the API and in the CLI."""
-    from audiocap.data.validate import load_items
+    from audiocap.data.datasets import load_dataset
     from audiocap.errors import AudiocapError
 
     for name, header in [("captions.csv", "file_name,caption_1"), ("audiocaps.csv", "audiocap_id,youtube_id,start_time,caption")]:
         row = "café.wav,un café crème" if name == "captions.csv" else "1,abc,0,un café crème"
         (tmp_path / name).write_bytes(f"{header}\n{row}\n".encode("latin-1"))
         with pytest.raises(DataError, match=rf"{name}: not a UTF-8 CSV .*re-save it as UTF-8") as error:
-            load_items(tmp_path / name, tmp_path)
+            load_dataset(tmp_path / name, tmp_path)
         assert isinstance(error.value, AudiocapError)
         assert cli.main(["validate", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
@@ -119,22 +119,22 @@ def test_validate_rejects_a_latin1_csv_with_a_clear_error(tmp_path, capsys):
 
 
 def test_validate_dispatches_on_the_header_and_keeps_its_errors(tmp_path):
-    from audiocap.data.validate import load_items
+    from audiocap.data.datasets import load_dataset
 
     (tmp_path / "caps.csv").write_text("\ufefffile_name,caption_1\na.wav, hello \n", encoding="utf-8")
-    assert [(i.key, i.captions) for i in load_items(tmp_path / "caps.csv", tmp_path)] == [("a.wav", ["hello"])]
+    assert [(i.key, i.captions) for i in load_dataset(tmp_path / "caps.csv", tmp_path)] == [("a.wav", ["hello"])]
     (tmp_path / "ac.csv").write_text("audiocap_id,youtube_id,start_time,caption\n1,abc,0,a dog\n2,abc,0,barks\n")
-    assert [(i.key, i.captions) for i in load_items(tmp_path / "ac.csv", tmp_path)] == [("abc", ["a dog", "barks"])]
+    assert [(i.key, i.captions) for i in load_dataset(tmp_path / "ac.csv", tmp_path)] == [("abc", ["a dog", "barks"])]
     (tmp_path / "bad.csv").write_text("path,text\na.wav,hello\n")
     with pytest.raises(DataError, match="expected columns file_name,caption_1..caption_N, found path,text"):
-        load_items(tmp_path / "bad.csv", tmp_path)
+        load_dataset(tmp_path / "bad.csv", tmp_path)
     (tmp_path / "bad_ac.csv").write_text("youtube_id,text\nabc,hello\n")
     with pytest.raises(DataError, match="expected AudioCaps columns audiocap_id,youtube_id,start_time,caption"):
-        load_items(tmp_path / "bad_ac.csv", tmp_path)
+        load_dataset(tmp_path / "bad_ac.csv", tmp_path)
     with pytest.raises(DataError, match="missing.csv: captions CSV not found; check the path"):
-        load_items(tmp_path / "missing.csv", tmp_path)
+        load_dataset(tmp_path / "missing.csv", tmp_path)
     with pytest.raises(DataError, match=r"cannot read \(.*\); check the path"):
-        load_items(tmp_path, tmp_path)  # a folder, not a CSV
+        load_dataset(tmp_path, tmp_path)  # a folder, not a CSV
 
 
 def test_row_without_file_name_is_a_bad_row_not_a_crash(tmp_path, capsys):
@@ -167,3 +167,16 @@ def test_cli_validate_workers_must_be_positive(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             cli.main(["validate", str(tmp_path / "caps.csv"), "--workers", bad])
         assert exit_.value.code == 2 and "argument --workers" in capsys.readouterr().err
+
+
+def test_errors_list_a_few_problems_of_each_kind_and_validate_lists_all(shared_data):
+    # the real validation CSV with 15 of its 1045 clips present: 1030 missing files
+    items = clotho(shared_data / "clotho", "validation")
+    with pytest.raises(DataError) as error:
+        check_items(items, progress=False)
+    lines = str(error.value).splitlines()
+    assert lines[1] == "1045 items: 1030 missing audio, 0 corrupt audio, 0 duplicated keys, 0 with empty captions"
+    assert sum(line.startswith("  missing audio: ") for line in lines) == 10
+    assert lines[-1] == "  ... and 1020 more missing audio (`audiocap validate` lists all)"
+    full = validate_items(items).summary()
+    assert sum(line.startswith("  missing audio: ") for line in full.splitlines()) == 1030

@@ -86,3 +86,35 @@ def test_predictions_are_written_before_scoring(argv, tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "Java not found" in err and "audiocap score" in err
     assert not (tmp_path / "results" / "scores.json").exists()
+
+
+def test_evaluates_an_audiocaps_csv_with_missing_videos_when_told_to_skip(model_path, audio_dir, tmp_path, capsys):  # noqa: F811
+    import json
+
+    ids = [p.stem for p in sorted(audio_dir.iterdir())]  # AudioCaps audio is named by youtube id
+    csv_path = tmp_path / "audiocaps_test.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
+        for n, yid in enumerate([*ids, "video_gone"]):
+            writer.writerows([[2 * n, yid, 30, "a person walks on gravel"], [2 * n + 1, yid, 30, "someone walks"]])
+    out = tmp_path / "results"
+    argv = ["evaluate", "--model", str(model_path), "--captions", str(csv_path), "--audio-dir", str(audio_dir),
+            "--out", str(out), "--beam", "1", "--metrics", "bleu,rouge_l"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "or use --skip-bad to skip the bad rows" in err and "missing audio: video_gone" in err
+    assert not out.exists()
+
+    assert main([*argv, "--skip-bad"]) == 0
+    assert "using 3 of 4 items" in capsys.readouterr().err
+    rows = list(csv.reader(open(out / "predictions.csv", newline="", encoding="utf-8")))
+    assert [r[0] for r in rows] == ["file_name", *ids]  # keyed by youtube id, the missing video left out
+    report = json.loads((out / "scores.json").read_text())
+    assert (report["n_clips"], report["n_skipped"]) == (3, 1)
+
+    # the predictions score again against the same AudioCaps CSV (the hint evaluate prints when scoring fails)
+    assert main(["score", str(out / "predictions.csv"), "--references", str(csv_path), "--metrics", "bleu,rouge_l",
+                 "--json"]) == 0
+    rescored = json.loads(capsys.readouterr().out)
+    assert rescored["rouge_l"] == pytest.approx(report["scores"]["rouge_l"])

@@ -467,3 +467,29 @@ def test_finetuning_checks_clip_lengths_before_training(tmp_path, captions_csv, 
     with pytest.raises(DataError, match=r"1 clip\(s\) longer .*crop_seconds="):
         train(finetune_config(tmp_path / "run", captions_csv, model=model))
     assert not (tmp_path / "run").exists()
+
+
+def audiocaps_csv(captions_csv: Path, out: Path, missing_ids: tuple[str, ...] = ()) -> Path:
+    """`captions_csv` in AudioCaps' shape (one row per caption, the clip named by its file's stem), plus rows
+    for clips whose audio is absent, as in every real AudioCaps copy."""
+    with open(captions_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    with open(out, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["audiocap_id", "youtube_id", "start_time", "caption"])
+        captions = [(Path(r[0]).stem, c) for r in rows for c in r[1:]] + [(m, "a zzqv video") for m in missing_ids]
+        writer.writerows((i, yid, 30, caption) for i, (yid, caption) in enumerate(captions))
+    return out
+
+
+def test_trains_on_an_audiocaps_csv_skipping_missing_videos(tmp_path, captions_csv, feature_cache):
+    csv_path = audiocaps_csv(captions_csv, tmp_path / "audiocaps.csv", missing_ids=("gone_video_1",))
+    config = tiny_config(tmp_path / "run", csv_path, feature_cache, epochs=1)
+    with pytest.raises(DataError, match=r"(?s)or use skip_bad_items=true.*missing audio: gone_video_1"):
+        train(config)
+    model_file = train(dataclasses.replace(config, skip_bad_items=True))
+    from audiocap.transcribe import load_model
+
+    tokenizer_words = set(load_model(model_file, device="cpu").tokenizer.itos)
+    assert "zzqv" not in tokenizer_words  # the skipped row's caption is not trained on
+    assert len(train_losses(tmp_path / "run")) == math.ceil(15 * 5 / 16)  # 15 clips x 5 captions, one epoch

@@ -7,6 +7,9 @@ Three sources, one item type:
 * AudioCaps, one CSV row per caption (`audiocap_id,youtube_id,start_time,caption`), grouped here
   into one item per clip; the audio is the user's own, one file per clip named by youtube id.
 
+`load_dataset(csv, audio_dir)` tells the two CSV shapes apart by their header: training, evaluation,
+validation and scoring all read datasets through it.
+
 Loading never opens the audio and keeps every row as written (duplicates and empty captions
 included) so that `validate.validate_items` can report them all at once instead of the first
 bad row hiding the next ones.
@@ -56,6 +59,15 @@ def load_captions_csv(csv_path: str | os.PathLike, audio_dir: str | os.PathLike)
     """Items of a CSV with columns `file_name,caption_1..caption_N`, audio at `audio_dir/file_name`."""
     csv_path = Path(csv_path)
     return captions_items(csv_path, Path(audio_dir), *read_csv(csv_path))
+
+
+def load_dataset(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> list[CaptionItem]:
+    """A captions CSV (`file_name,caption_1..`) or an AudioCaps CSV (`youtube_id,caption`, one row per
+    caption), told apart by its header; audio at `audio_dir`."""
+    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
+    columns, rows = read_csv(csv_path)  # read once, by the loaders' own reader
+    loader = audiocaps_items if "youtube_id" in columns else captions_items
+    return loader(csv_path, audio_dir, columns, rows)
 
 
 def captions_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: list[dict[str, str]]) -> list[CaptionItem]:

@@ -19,8 +19,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from audiocap.cli import positive_int
-from audiocap.data.datasets import CaptionItem, audiocaps_items, captions_items, read_csv
+from audiocap.data.datasets import CaptionItem, load_dataset
 from audiocap.errors import AudioLoadError, DataError
+
+
+MAX_LISTED = 10  # problems of each kind listed in an error or warning of train/evaluate
 
 
 @dataclass
@@ -36,17 +39,25 @@ class Report:
     def ok(self) -> bool:
         return not (self.no_key or self.missing or self.corrupt or self.duplicates or self.empty_captions)
 
-    def summary(self) -> str:
+    def summary(self, max_listed: int | None = None) -> str:
+        """The counts, then one line per problem: all of them, or at most `max_listed` of each kind
+        (an error message of train/evaluate; a thousand missing files would bury the counts and the fix)."""
         lines = [f"{self.n_items} items: {len(self.missing)} missing audio, {len(self.corrupt)} corrupt audio, "
                  f"{len(self.duplicates)} duplicated keys, {len(self.empty_captions)} with empty captions"
                  + (f", {len(self.no_key)} without a file name" if self.no_key else "")]
-        lines += [f"  no file name: row {item.row or '?'} (file_name or youtube_id cell is empty or missing)"
-                  for item in self.no_key]
-        lines += [f"  missing audio: {item.key} (expected at {item.audio_path})" for item in self.missing]
-        lines += [f"  corrupt audio: {item.key} ({reason})" for item, reason in self.corrupt]
-        lines += [f"  duplicate: {key} appears in {n} rows" for key, n in self.duplicates.items()]
-        lines += [f"  empty captions: {item.key} caption(s) {', '.join(map(str, numbers))}"
-                  for item, numbers in self.empty_captions]
+        kinds = [
+            ("rows without a file name", [f"  no file name: row {item.row or '?'} (file_name or youtube_id cell is "
+                                          "empty or missing)" for item in self.no_key]),
+            ("missing audio", [f"  missing audio: {item.key} (expected at {item.audio_path})" for item in self.missing]),
+            ("corrupt audio", [f"  corrupt audio: {item.key} ({reason})" for item, reason in self.corrupt]),
+            ("duplicates", [f"  duplicate: {key} appears in {n} rows" for key, n in self.duplicates.items()]),
+            ("empty captions", [f"  empty captions: {item.key} caption(s) {', '.join(map(str, numbers))}"
+                                for item, numbers in self.empty_captions]),
+        ]
+        for kind, problems in kinds:
+            lines += problems[:max_listed]
+            if max_listed is not None and len(problems) > max_listed:
+                lines.append(f"  ... and {len(problems) - max_listed} more {kind} (`audiocap validate` lists all)")
         return "\n".join(lines)
 
     def usable(self, items: list[CaptionItem]) -> list[CaptionItem]:
@@ -106,7 +117,7 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
 
 def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True,
                 decoded: Set[Path] = frozenset(), skip_hint: str | None = None) -> list[CaptionItem]:
-    """The items to train on: all of them if valid; else the usable ones if `skip_bad`, else raise.
+    """The items to train on or evaluate: all of them if valid; else the usable ones if `skip_bad`, else raise.
 
     `skip_hint` is how the caller's user asks to skip bad rows (e.g. "skip_bad_items=true"); the
     error offers it as the alternative to fixing the data, and offers nothing when there is none."""
@@ -115,19 +126,11 @@ def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool
         return items
     if not skip_bad:
         alternative = f", or use {skip_hint} to skip the bad rows" if skip_hint else ""
-        raise DataError(f"dataset has problems; fix them{alternative}\n{report.summary()}")
+        raise DataError(f"dataset has problems; fix them{alternative}\n{report.summary(MAX_LISTED)}")
     usable = report.usable(items)
-    print(f"warning: skipping bad rows, training on {len(usable)} of {len(items)} items\n{report.summary()}",
+    print(f"warning: skipping bad rows, using {len(usable)} of {len(items)} items\n{report.summary(MAX_LISTED)}",
           file=sys.stderr)
     return usable
-
-
-def load_items(csv_path: Path, audio_dir: Path) -> list[CaptionItem]:
-    """A captions CSV (`file_name,caption_1..`) or an AudioCaps CSV, told apart by its header."""
-    csv_path, audio_dir = Path(csv_path), Path(audio_dir)
-    columns, rows = read_csv(csv_path)  # read once, by the loaders' own reader
-    loader = audiocaps_items if "youtube_id" in columns else captions_items
-    return loader(csv_path, audio_dir, columns, rows)
 
 
 def configure_validate(parser: argparse.ArgumentParser) -> None:
@@ -137,7 +140,7 @@ def configure_validate(parser: argparse.ArgumentParser) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    items = load_items(args.csv, args.audio_dir or args.csv.parent)
+    items = load_dataset(args.csv, args.audio_dir or args.csv.parent)
     report = validate_items(items, progress=sys.stderr.isatty(), workers=args.workers)
     print(report.summary())
     return 0 if report.ok else 1

@@ -1,7 +1,8 @@
 """`audiocap score PREDICTIONS.csv --references CAPTIONS.csv`: score predicted captions.
 
 PREDICTIONS has columns `file_name,caption_predicted`, one row per file; CAPTIONS has
-`file_name,caption_1..caption_N`, one row per clip, and may hold more clips than PREDICTIONS.
+`file_name,caption_1..caption_N`, one row per clip (or is an AudioCaps CSV, `youtube_id,caption`, one row
+per caption, whose youtube ids are the file names), and may hold more clips than PREDICTIONS.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from audiocap.data.datasets import load_captions_csv, read_csv
+from audiocap.data.datasets import load_dataset, read_csv
 from audiocap.errors import DataError, MetricError, first_few
 
 
 def configure_score(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", type=Path, help="CSV with file_name,caption_predicted")
-    parser.add_argument("--references", type=Path, required=True, help="CSV with file_name,caption_1..caption_N")
+    parser.add_argument("--references", type=Path, required=True, help="CSV with file_name,caption_1..caption_N, or an AudioCaps CSV")
     parser.add_argument("--metrics", default="bleu,meteor,rouge_l,cider_d",
                         help="comma-separated: bleu,meteor,rouge_l,cider_d,spice,spider,sbert_sim,vocab")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -69,7 +70,7 @@ def read_predictions(path: Path) -> dict[str, str]:
 
 def read_references(path: Path) -> dict[str, list[str]]:
     """file_name -> its non-empty reference captions (maybe none); each clip must have one row."""
-    items = load_captions_csv(path, Path(path).parent)
+    items = load_dataset(path, Path(path).parent)  # Clotho-shaped or AudioCaps (keyed by youtube id)
     _check_keys(path, [item.key for item in items], "more than one row",
                 "give each clip one row, its captions in caption_1..caption_N")
     return {item.key: [c for c in item.captions if c] for item in items}
