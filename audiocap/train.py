@@ -16,6 +16,7 @@ device with DistributedDataParallel; the global batch is `batch_size × N`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 30
     batch_size: int = 32  # per process
+    grad_accum_steps: int = 1  # batches per optimizer step: the update of one batch grad_accum_steps times larger
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     warmup_steps: int = 500
@@ -70,6 +72,7 @@ class TrainConfig:
     val_metrics: list = field(default_factory=lambda: ["bleu", "rouge_l", "cider_d"])  # audiocap.metrics names
     best_metric: str = "cider_d"  # a score they produce (e.g. bleu_4; higher is better), or "loss"
     val_beam_size: int = 1
+    early_stopping_patience: int = 0  # stop after this many epochs without a better best_metric; 0 = never
     # system
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -80,7 +83,7 @@ class TrainConfig:
         from audiocap.errors import ConfigError
         from audiocap.metrics import METRICS, score_names
         from audiocap.model import ModelDimensions
-        from audiocap.training_utils import TRAIN_CONFIG_RANGES, check_model_options, check_ranges
+        from audiocap.config import TRAIN_CONFIG_RANGES, check_model_options, check_ranges
 
         for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
             if not getattr(self, key):
@@ -108,7 +111,7 @@ def configure_train(parser) -> None:
 
 
 def run_train(args) -> int:
-    from audiocap.training_utils import load_config
+    from audiocap.config import load_config
 
     train(load_config(TrainConfig, args.config, args.overrides), resume=args.resume)
     return 0
@@ -122,6 +125,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from tqdm import tqdm
 
     from audiocap import model_file
+    from audiocap.config import check_same_config, model_dimensions
     from audiocap.data.cache import FeatureCache
     from audiocap.data.datasets import load_dataset
     from audiocap.data.validate import check_items
@@ -131,9 +135,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     from audiocap.model import AudioCaptioner, ModelDimensions, rlssr_loss
     from audiocap.tokenizer import Tokenizer
     from audiocap.training_utils import (WaveformPairs, build_encoder, check_clip_frames, encoder_batchnorm_mode,
-                                         estimated_frames, freeze_batchnorm_statistics, load_checkpoint, lr_factor,
-                                         mixup, param_groups, rng_state, save_checkpoint, set_rng_state,
-                                         setup_distributed, spec_augment, unfreeze_for_finetuning)
+                                         batch_groups, estimated_frames, freeze_batchnorm_statistics,
+                                         gradient_sync, load_checkpoint, lr_factor, mixup, param_groups, rng_state,
+                                         save_checkpoint, set_rng_state, setup_distributed, spec_augment,
+                                         unfreeze_for_finetuning)
 
     ddp = setup_distributed(config.device)
     torch.manual_seed(config.seed)  # same initial weights on every rank (DDP also broadcasts them)
@@ -194,7 +199,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         encoder_lr = config.learning_rate if config.encoder_learning_rate is None else config.encoder_learning_rate
         groups += param_groups(encoder, encoder_lr, config.weight_decay)
     optimizer = torch.optim.AdamW(groups)
-    total_steps = config.epochs * len(train_loader)
+    total_steps = config.epochs * math.ceil(len(train_loader) / config.grad_accum_steps)  # optimizer steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, config.warmup_steps, total_steps, config.lr_decay, config.min_lr_ratio))
     ddp_model = DistributedDataParallel(model) if ddp.enabled else model
@@ -204,10 +209,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     def encoder_state():  # a frozen encoder is rebuilt from its checkpoint: no copy in every checkpoint
         return encoder.state_dict() if config.finetune_encoder else None
 
-    start_epoch, step, best_score = 0, 0, None
+    start_epoch, step, best_score, best_epoch = 0, 0, None, 0
     if resume:
         ckpt = load_checkpoint(out_dir / "last.pt")
-        check_same_config(ckpt["config"], dataclasses.asdict(config))
+        check_same_config(ckpt["config"], config)
         if ckpt["tokenizer"] != tokenizer.to_dict():  # rebuilt from the captions, which the pairs already use
             raise ConfigError(f"{config.train_csv}: the training captions changed since the checkpoint (another "
                               "vocabulary); resume with the original CSV, or start a new run in another out_dir")
@@ -217,6 +222,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, step, best_score = ckpt["epoch"], ckpt["step"], ckpt["best_score"]
+        best_epoch = ckpt.get("best_epoch", start_epoch)  # absent from checkpoints written before early stopping
         set_rng_state(ckpt["rng"][ddp.rank])
     higher_is_better = config.best_metric != "loss"
     writer = None
@@ -227,6 +233,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         writer = SummaryWriter(out_dir / "tensorboard")
 
     for epoch in range(start_epoch, config.epochs):
+        if config.early_stopping_patience and epoch - best_epoch >= config.early_stopping_patience:
+            if ddp.is_main:
+                tqdm.write(f"early stopping: no better {config.best_metric} in the {config.early_stopping_patience} "
+                           f"epochs since epoch {best_epoch}")
+            break
         # ---- one epoch of training
         ddp_model.train()
         encoder.train()  # a no-op for a frozen encoder: AudioEncoder keeps it in eval mode
@@ -234,44 +245,52 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             freeze_batchnorm_statistics(encoder)
         sampler.set_epoch(epoch)
         progress = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not ddp.is_main)
-        for frames, frame_lengths, tokens_in, tokens_out in progress:
-            # frames (B,T,D) · frame_lengths (B,) · tokens_in = <bos> w1..wn, tokens_out = w1..wn <eos>, (B,L)
-            # (when fine-tuning, the batch holds waveforms (B,N) and their lengths in samples instead)
-            frames, frame_lengths = frames.to(ddp.device), frame_lengths.to(ddp.device)
-            tokens_in, tokens_out = tokens_in.to(ddp.device), tokens_out.to(ddp.device)
-            if config.finetune_encoder:
-                with autocast:
-                    frames, frame_lengths = ddp_encoder(frames, frame_lengths)
-            frames = spec_augment(frames, frame_lengths, config.time_masks, config.time_mask_width,
-                                  config.feature_masks, config.feature_mask_width)
-            if config.mixup_alpha > 0:
-                frames, frame_lengths = mixup(frames, frame_lengths, config.mixup_alpha)
-            with autocast:
-                out = ddp_model(frames, frame_lengths, tokens_in)
-            # Sum over tokens / tokens in the *global* batch (× world size, as DDP averages gradients):
-            # N processes then take exactly the step of one process with the combined batch.
-            n_tokens = ddp.all_reduce_sum((tokens_out != Tokenizer.pad).sum())
-            ce = F.cross_entropy(out["logits"].float().flatten(0, 1), tokens_out.flatten(),
-                                 ignore_index=Tokenizer.pad, label_smoothing=config.label_smoothing,
-                                 reduction="sum") * ddp.world_size / n_tokens
-            loss = ce
-            if config.rlssr_weight > 0:
-                rl = rlssr_loss(out["rlssr_reconstruction"], out["memory"], out["memory_mask"],
-                                distance=config.rlssr_loss, stop_gradient=config.rlssr_stop_gradient)
-                loss = ce + config.rlssr_weight * rl
+        for group in batch_groups(progress, config.grad_accum_steps):  # the batches of one optimizer step
+            # Sum over tokens / tokens in the *global* batch (all the group's batches on all processes, × world
+            # size, as DDP averages gradients): N processes × k accumulated batches take exactly the step of one
+            # process with the combined batch. RLSSR, a mean over clips, is weighted by each batch's share of them.
+            n_tokens = ddp.all_reduce_sum(torch.tensor(sum(int((b[3] != Tokenizer.pad).sum()) for b in group),
+                                                       device=ddp.device))
+            n_clips = sum(len(b[3]) for b in group)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_sum = rl_sum = 0.0
+            for i, (frames, frame_lengths, tokens_in, tokens_out) in enumerate(group):
+                # frames (B,T,D) · frame_lengths (B,) · tokens_in = <bos> w1..wn, tokens_out = w1..wn <eos>, (B,L)
+                # (when fine-tuning, the batch holds waveforms (B,N) and their lengths in samples instead)
+                frames, frame_lengths = frames.to(ddp.device), frame_lengths.to(ddp.device)
+                tokens_in, tokens_out = tokens_in.to(ddp.device), tokens_out.to(ddp.device)
+                with gradient_sync(i == len(group) - 1, ddp_model, ddp_encoder):  # all-reduce on the last only
+                    if config.finetune_encoder:
+                        with autocast:
+                            frames, frame_lengths = ddp_encoder(frames, frame_lengths)
+                    frames = spec_augment(frames, frame_lengths, config.time_masks, config.time_mask_width,
+                                          config.feature_masks, config.feature_mask_width)
+                    if config.mixup_alpha > 0:
+                        frames, frame_lengths = mixup(frames, frame_lengths, config.mixup_alpha)
+                    with autocast:
+                        out = ddp_model(frames, frame_lengths, tokens_in)
+                    loss = F.cross_entropy(out["logits"].float().flatten(0, 1), tokens_out.flatten(),
+                                           ignore_index=Tokenizer.pad, label_smoothing=config.label_smoothing,
+                                           reduction="sum") * ddp.world_size / n_tokens
+                    if config.rlssr_weight > 0:
+                        share = len(tokens_out) / n_clips  # a Python float: exactly 1.0 without accumulation
+                        rl = rlssr_loss(out["rlssr_reconstruction"], out["memory"], out["memory_mask"],
+                                        distance=config.rlssr_loss, stop_gradient=config.rlssr_stop_gradient) * share
+                        loss = loss + config.rlssr_weight * rl
+                        rl_sum += rl.detach()
+                    loss.backward()
+                loss_sum += loss.detach()
             # one norm over captioner and encoder (a frozen encoder has no gradients to count)
             grad_norm = torch.nn.utils.clip_grad_norm_([*model.parameters(), *encoder.parameters()], config.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
-            loss_mean = ddp.all_reduce_sum(loss.detach()).item() / ddp.world_size  # of the global batch
+            loss_mean = ddp.all_reduce_sum(loss_sum).item() / ddp.world_size  # of the global batch
             if writer:
                 progress.set_postfix(loss=f"{loss_mean:.3f}")
                 writer.add_scalar("train/loss", loss_mean, step)
                 if config.rlssr_weight > 0:
-                    writer.add_scalar("train/rlssr", rl.item(), step)
+                    writer.add_scalar("train/rlssr", float(rl_sum), step)
                 writer.add_scalar("train/grad_norm", grad_norm.item(), step)
                 writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
 
@@ -296,11 +315,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             score = scores[config.best_metric]
             improved = best_score is None or (score > best_score if higher_is_better else score < best_score)
             if improved:
-                best_score = score
+                best_score, best_epoch = score, epoch + 1
                 save_checkpoint(out_dir / "best.pt", {"model": model.state_dict(), "encoder": encoder_state(),
                                                       "epoch": epoch + 1})
             summary = " ".join(f"{k}={v:.4f}" for k, v in scores.items() if isinstance(v, float))
             tqdm.write(f"epoch {epoch + 1}: {summary}{' (best)' if improved else ''}")
+
+        best_epoch = int(ddp.all_reduce_sum(torch.tensor(best_epoch if ddp.is_main else 0, device=ddp.device)))
 
         # ---- checkpoint: everything a resumed run needs to continue exactly as this one will
         rng = ddp.gather(rng_state())  # every rank's; taken after validation, whose DataLoader draws from it
@@ -308,7 +329,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             save_checkpoint(out_dir / "last.pt", {
                 "model": model.state_dict(), "encoder": encoder_state(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "rng": rng, "epoch": epoch + 1, "step": step,
-                "best_score": best_score, "config": dataclasses.asdict(config), "tokenizer": tokenizer.to_dict(),
+                "best_score": best_score, "best_epoch": best_epoch, "config": dataclasses.asdict(config),
+                "tokenizer": tokenizer.to_dict(),
             })
         ddp.barrier()
 
@@ -376,24 +398,3 @@ def caption_frames(model, tokenizer, all_frames, batch_size, device, options, de
             memory, memory_mask = model.encode(frames.to(device), frame_lengths.to(device))
             captions += [r.text for r in decode(model, memory, memory_mask, tokenizer, options)]
     return captions
-
-
-def model_dimensions(config: TrainConfig, ModelDimensions, n_audio_features: int, n_vocab: int):
-    """ModelDimensions from `config.model`; the data decide the input size and the vocabulary."""
-    from audiocap.training_utils import check_model_options
-
-    model = check_model_options(config.model, ModelDimensions)  # again: `config.model` may change after init
-    rlssr_off = {"rlssr_hidden": 0} if config.rlssr_weight == 0 else {}  # no unused head under DDP
-    return ModelDimensions(**{**model, **rlssr_off}, n_audio_features=n_audio_features, n_vocab=n_vocab)
-
-
-def check_same_config(saved: dict, current: dict) -> None:
-    from audiocap.errors import ConfigError
-
-    # a key added to TrainConfig after the run started is unchanged when it keeps its default
-    defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-                for f in dataclasses.fields(TrainConfig)}
-    changed = [k for k in current if saved.get(k, defaults.get(k)) != current[k]]
-    if changed:
-        raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "
-                          "resume with the config of the interrupted run, or start a new out_dir")

@@ -21,7 +21,8 @@ import yaml
 
 from audiocap.errors import ConfigError, DataError
 from audiocap.train import TrainConfig, train
-from audiocap.training_utils import load_checkpoint, load_config
+from audiocap.config import load_config
+from audiocap.training_utils import load_checkpoint
 from tests.conftest import CLOTHO_VALIDATION_AUDIO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_config_from_yaml_with_overrides(tmp_path):
 @pytest.mark.parametrize("name", ["clotho_cnn10_rlssr", "clotho_cnn14_rlssr"])
 def test_shipped_configs_are_valid(name):
     from audiocap.model import ModelDimensions
-    from audiocap.train import model_dimensions
+    from audiocap.config import model_dimensions
 
     config = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
     assert config.rlssr_weight > 0 and config.encoder.startswith("panns-")
@@ -241,6 +242,44 @@ def test_two_process_ddp_equals_one_process_with_the_combined_batch(tmp_path, ca
     assert one["step"] == two["step"] == 2
     for key, value in one["model"].items():
         torch.testing.assert_close(two["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_gradient_accumulation_equals_one_larger_batch_with_and_without_ddp(tmp_path, captions_csv, feature_cache):
+    # 8 clips x 5 captions = 40 pairs: 2 steps of 20 pairs, as 1 batch of 20, as 4 accumulated batches of 5,
+    # or as 2 accumulated batches of 5 on each of 2 processes. RLSSR on: its weight against the
+    # cross-entropy (a mean over clips vs a sum over tokens) must not change with how a step is split.
+    eight_clips = first_clips_csv(captions_csv, tmp_path / "eight_clips.csv", 8)
+    deterministic = dict(epochs=1, time_masks=0, feature_masks=0, label_smoothing=0.1, rlssr_weight=1.0,
+                         model=dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128,
+                                    dropout=0.0, rlssr_hidden=64))
+    train(tiny_config(tmp_path / "one", eight_clips, feature_cache, batch_size=20, **deterministic))
+    train(tiny_config(tmp_path / "accum", eight_clips, feature_cache, batch_size=5, grad_accum_steps=4,
+                      **deterministic))
+    run_torchrun(tiny_config(tmp_path / "ddp_accum", eight_clips, feature_cache, batch_size=5, grad_accum_steps=2,
+                             **deterministic), tmp_path)
+
+    one = load_checkpoint(tmp_path / "one" / "last.pt")
+    for run in ("accum", "ddp_accum"):
+        other = load_checkpoint(tmp_path / run / "last.pt")
+        assert one["step"] == other["step"] == 2
+        for key, value in one["model"].items():
+            torch.testing.assert_close(other["model"][key], value, rtol=1e-4, atol=1e-5, msg=f"{run}: {key}")
+        assert train_losses(tmp_path / run) == pytest.approx(train_losses(tmp_path / "one"), rel=1e-5)
+
+
+def test_early_stopping_ends_the_run_and_resume_keeps_it_ended(tmp_path, captions_csv, feature_cache, monkeypatch):
+    import audiocap.train as train_module
+
+    val_losses = iter([2.0, 1.0, 1.5, 1.2, 0.5, 0.4])  # best at epoch 2, then two epochs without a better one
+    monkeypatch.setattr(train_module, "validation_loss", lambda *args: next(val_losses))
+    four_clips = first_clips_csv(captions_csv, tmp_path / "four_clips.csv", 4)
+    config = tiny_config(tmp_path / "run", four_clips, feature_cache, epochs=6, early_stopping_patience=2)
+    train(config)
+    last, best = load_checkpoint(tmp_path / "run" / "last.pt"), load_checkpoint(tmp_path / "run" / "best.pt")
+    assert (last["epoch"], last["best_epoch"], last["best_score"], best["epoch"]) == (4, 2, 1.0, 2)
+    train(config, resume=True)  # the run has ended: nothing more is trained
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == last["step"]
+    assert next(val_losses) == 0.5  # and nothing validated
 
 
 # ---------------------------------------------------------------------------------------------
