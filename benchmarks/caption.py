@@ -2,6 +2,7 @@
 of each clip's time spent decoding, and the cold start of `audiocap caption` on one clip.
 
     python benchmarks/caption.py [--encoder scratch-cnn10] [--clips 16] [--threads 2] [--batch-sizes 1,16]
+    python benchmarks/caption.py --model n_decoder_layers=1    # another size than the recipe's (model: keys)
 
 Decoder weights in float32, float16 (the CPU default of `audiocap caption`) and int8 (audiocap.quantize).
 The captioner has the size of configs/clotho_cnn10_rlssr.yaml with a Clotho-sized vocabulary and
@@ -36,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
 
 
-def build_pipeline(encoder_name: str, n_vocab: int):
+def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: dict | None = None):
     from audiocap.encoders import create_encoder
     from audiocap.model import AudioCaptioner, ModelDimensions
     from audiocap.tokenizer import Tokenizer
@@ -46,7 +47,8 @@ def build_pipeline(encoder_name: str, n_vocab: int):
     config = yaml.safe_load((ROOT / "configs" / "clotho_cnn10_rlssr.yaml").read_text())
     encoder = create_encoder(encoder_name).freeze()
     tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
-    dims = ModelDimensions(**config["model"], n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab)
+    dims = ModelDimensions(**{**config["model"], **(model_overrides or {})}, n_audio_features=encoder.dim,
+                           n_vocab=tokenizer.n_vocab)
     return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
 
 
@@ -119,12 +121,15 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,fp16,int8", help="decoder weights to compare (audiocap.quantize)")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per configuration (median reported)")
     parser.add_argument("--batch-sizes", default="1,16", help="clips per batch to compare (`audiocap caption`: 8)")
+    parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a `model:` size of configs/clotho_cnn10_rlssr.yaml, e.g. n_decoder_layers=1")
     args = parser.parse_args()
+    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.model)}
     torch.set_num_threads(args.threads)
 
     from audiocap.audio import load_audio
 
-    pipeline = build_pipeline(args.encoder, args.vocab)
+    pipeline = build_pipeline(args.encoder, args.vocab, overrides)
     rate = pipeline.sample_rate
     sources = sorted(CLIPS.glob("*.wav"))
     clips = [torch.from_numpy(load_audio(p, rate)[: 10 * rate]) for p in sources]
@@ -141,7 +146,8 @@ def main() -> None:
                 runs[precision, beam, batch_size].append(times)
 
     print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
-          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+          f"{torch.get_num_threads()} threads, median of {args.repeats}"
+          + "".join(f", {key}={value}" for key, value in overrides.items()))
     print(f"{'decoder':>7s} {'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} "
           f"{'decode ms/clip':>14s} {'decoder share':>13s} {'decoding vs fp32':>16s}")
     for (precision, beam, batch_size), times in runs.items():
