@@ -57,7 +57,7 @@ def run_evaluate(args) -> int:
 
     from audiocap.data.datasets import load_dataset
     from audiocap.data.validate import check_items
-    from audiocap.errors import AudiocapError, DataError
+    from audiocap.errors import AudiocapError
     from audiocap.metrics import evaluate
     from audiocap.transcribe import load_model
 
@@ -65,8 +65,6 @@ def run_evaluate(args) -> int:
     check_out_dir(args.out)
     all_items = load_dataset(args.captions, args.audio_dir)
     items = check_items(all_items, args.skip_bad, progress=sys.stderr.isatty(), skip_hint="--skip-bad")
-    if not items:
-        raise DataError(f"{args.captions}: no clip has readable audio in {args.audio_dir}; nothing to evaluate")
     pipeline = load_model(args.model, args.device, args.precision)
     check_durations([it.audio_path for it in items], pipeline.max_seconds)
     predictions = []

@@ -147,7 +147,8 @@ def test_row_without_file_name_is_a_bad_row_not_a_crash(tmp_path, capsys):
     items = load_captions_csv(tmp_path / "w.csv", tmp_path)
     with pytest.raises(DataError, match="no file name: row 2"):
         check_items(items, progress=False)
-    assert check_items(items, skip_bad=True, progress=False) == []
+    with pytest.raises(DataError, match="^dataset has no usable rows: every row is bad; fix them\n"):
+        check_items(items, skip_bad=True, progress=False)  # training on nothing would fail deep inside
     (tmp_path / "pred.csv").write_text("file_name,caption_predicted\na.wav,a dog\n")
     assert cli.main(["score", str(tmp_path / "pred.csv"), "--references", str(tmp_path / "w.csv"), "--metrics", "bleu"]) == 2
     err = capsys.readouterr().err
@@ -180,3 +181,24 @@ def test_errors_list_a_few_problems_of_each_kind_and_validate_lists_all(shared_d
     assert lines[-1] == "  ... and 1020 more missing audio (`audiocap validate` lists all)"
     full = validate_items(items).summary()
     assert sum(line.startswith("  missing audio: ") for line in full.splitlines()) == 1030
+
+
+def test_a_csv_with_only_its_header_is_refused_by_every_command(tmp_path, capsys):
+    # training failed after its first epoch (zero validation tokens), evaluation captioned nothing, validate said ok
+    (tmp_path / "header_only.csv").write_text("file_name,caption_1\n")
+    (tmp_path / "pred.csv").write_text("file_name,caption_predicted\n")
+    for argv in (["validate", str(tmp_path / "header_only.csv")],
+                 ["evaluate", "--captions", str(tmp_path / "header_only.csv"), "--audio-dir", str(tmp_path),
+                  "--out", str(tmp_path / "out")],
+                 ["score", str(tmp_path / "pred.csv"), "--references", str(tmp_path / "header_only.csv")]):
+        assert cli.main(argv) == 2, argv
+        assert "header_only.csv: no rows below the header" in capsys.readouterr().err
+    (tmp_path / "refs.csv").write_text("file_name,caption_1\na.wav,a dog barks\n")
+    assert cli.main(["score", str(tmp_path / "pred.csv"), "--references", str(tmp_path / "refs.csv")]) == 2
+    assert "pred.csv: no predictions below the header" in capsys.readouterr().err
+    config = tmp_path / "config.yaml"
+    config.write_text(f"train_csv: {tmp_path / 'header_only.csv'}\ntrain_audio_dir: {tmp_path}\n"
+                      f"val_csv: {tmp_path / 'header_only.csv'}\nval_audio_dir: {tmp_path}\n"
+                      f"out_dir: {tmp_path / 'run'}\ncache_dir: {tmp_path / 'cache'}\nencoder: aisfx\n")
+    assert cli.main(["train", str(config)]) == 2
+    assert "header_only.csv: no rows below the header" in capsys.readouterr().err

@@ -67,7 +67,10 @@ def load_dataset(csv_path: str | os.PathLike, audio_dir: str | os.PathLike) -> l
     csv_path, audio_dir = Path(csv_path), Path(audio_dir)
     columns, rows = read_csv(csv_path)  # read once, by the loaders' own reader
     loader = audiocaps_items if "youtube_id" in columns else captions_items
-    return loader(csv_path, audio_dir, columns, rows)
+    items = loader(csv_path, audio_dir, columns, rows)
+    if not items:  # training would fail after its first epoch, evaluation would score nothing
+        raise DataError(f"{csv_path}: no rows below the header; add one row per clip (or point to another CSV)")
+    return items
 
 
 def captions_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: list[dict[str, str]]) -> list[CaptionItem]:

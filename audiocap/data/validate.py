@@ -117,7 +117,8 @@ def validate_items(items: list[CaptionItem], progress: bool = False, workers: in
 
 def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool = True,
                 decoded: Set[Path] = frozenset(), skip_hint: str | None = None) -> list[CaptionItem]:
-    """The items to train on or evaluate: all of them if valid; else the usable ones if `skip_bad`, else raise.
+    """The items to train on or evaluate: all of them if valid; else the usable ones if `skip_bad` (raise if
+    none is), else raise.
 
     `skip_hint` is how the caller's user asks to skip bad rows (e.g. "skip_bad_items=true"); the
     error offers it as the alternative to fixing the data, and offers nothing when there is none."""
@@ -128,6 +129,8 @@ def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool
         alternative = f", or use {skip_hint} to skip the bad rows" if skip_hint else ""
         raise DataError(f"dataset has problems; fix them{alternative}\n{report.summary(MAX_LISTED)}")
     usable = report.usable(items)
+    if not usable:  # training would divide by zero tokens, evaluation would score nothing
+        raise DataError(f"dataset has no usable rows: every row is bad; fix them\n{report.summary(MAX_LISTED)}")
     print(f"warning: skipping bad rows, using {len(usable)} of {len(items)} items\n{report.summary(MAX_LISTED)}",
           file=sys.stderr)
     return usable

@@ -62,6 +62,9 @@ def read_predictions(path: Path) -> dict[str, str]:
     missing = [c for c in ["file_name", "caption_predicted"] if c not in columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has {columns})")
+    if not rows:
+        raise DataError(f"{path}: no predictions below the header; write one row per clip "
+                        "(`audiocap caption --format csv` does)")
     names = [row["file_name"] or "" for row in rows]
     _check_keys(path, names, "more than one prediction", "keep one prediction per file")
     # a short row has no prediction cell (None): an empty prediction, scored 0 with a warning
