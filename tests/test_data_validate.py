@@ -187,10 +187,11 @@ def test_a_csv_with_only_its_header_is_refused_by_every_command(tmp_path, capsys
     # training failed after its first epoch (zero validation tokens), evaluation captioned nothing, validate said ok
     (tmp_path / "header_only.csv").write_text("file_name,caption_1\n")
     (tmp_path / "pred.csv").write_text("file_name,caption_predicted\n")
+    (tmp_path / "pred_one.csv").write_text("file_name,caption_predicted\na.wav,a dog\n")
     for argv in (["validate", str(tmp_path / "header_only.csv")],
                  ["evaluate", "--captions", str(tmp_path / "header_only.csv"), "--audio-dir", str(tmp_path),
                   "--out", str(tmp_path / "out")],
-                 ["score", str(tmp_path / "pred.csv"), "--references", str(tmp_path / "header_only.csv")]):
+                 ["score", str(tmp_path / "pred_one.csv"), "--references", str(tmp_path / "header_only.csv")]):
         assert cli.main(argv) == 2, argv
         assert "header_only.csv: no rows below the header" in capsys.readouterr().err
     (tmp_path / "refs.csv").write_text("file_name,caption_1\na.wav,a dog barks\n")
