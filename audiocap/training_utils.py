@@ -218,12 +218,13 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A checkpoint `save_checkpoint` wrote: tensors and plain values only (weights_only=True), so a file
+    holding anything else is refused rather than unpickled."""
+    from audiocap.encoders.checkpoint import load_checkpoint as load_tensors_only
+
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint to resume from; train without --resume first")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated/corrupt files raise many different exception types
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it or restore a backup") from None
+    return load_tensors_only(path, allowed_globals=[], fix="Delete it or restore a backup.")
 
 
 def rng_state() -> dict:

@@ -532,3 +532,29 @@ def test_trains_on_an_audiocaps_csv_skipping_missing_videos(tmp_path, captions_c
     tokenizer_words = set(load_model(model_file, device="cpu").tokenizer.itos)
     assert "zzqv" not in tokenizer_words  # the skipped row's caption is not trained on
     assert len(train_losses(tmp_path / "run")) == math.ceil(15 * 5 / 16)  # 15 clips x 5 captions, one epoch
+
+
+class _WritesAFileWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def test_a_bad_checkpoint_is_refused_in_one_line_without_unpickling_it(tmp_path):
+    from audiocap.errors import CheckpointError
+    from audiocap.training_utils import save_checkpoint
+
+    save_checkpoint(tmp_path / "good.pt", {"model": {"w": torch.ones(1000)}, "epoch": 1})
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    marker = tmp_path / "marker.txt"
+    torch.save({"model": _WritesAFileWhenUnpickled(marker)}, tmp_path / "hostile.pt")
+    for name, why in [("truncated.pt", "the file is truncated or corrupt"), ("hostile.pt", "refusing to unpickle it")]:
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(tmp_path / name)
+        message = str(error.value)
+        assert why in message and "\n" not in message and "weights_only" not in message, message
+    assert not marker.exists()  # the hostile object was never rebuilt
+    assert load_checkpoint(tmp_path / "good.pt")["epoch"] == 1
