@@ -1,7 +1,7 @@
 """Audio input and the log-mel front end.
 
-Decoding is left to libsndfile (through soundfile: wav, flac, ogg, mp3, ...) and resampling to
-soxr; the DSP here is a handful of pure functions in the style of `librosa`, written with torch
+Decoding is left to libsndfile (through soundfile: wav, flac, ogg, mp3, ...), and to FFmpeg through
+PyAV, when installed, for what libsndfile does not read (m4a/AAC, mp4, webm, ...); resampling to soxr; the DSP here is a handful of pure functions in the style of `librosa`, written with torch
 so that the encoders can run them on batches:
 
     waveform = load_audio("clip.wav", sample_rate=32000)     # (N,) float32 mono
@@ -25,8 +25,11 @@ import torch
 
 from audiocap.errors import AudioLoadError
 
-# What libsndfile (through soundfile) decodes; used to find audio in folders.
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")
+# Containers and codecs libsndfile does not read, decoded by FFmpeg through PyAV (`pip install av`).
+FFMPEG_EXTENSIONS = (".m4a", ".mp4", ".aac", ".webm", ".mka", ".mkv", ".mov", ".wma")
+# What folders are searched for: libsndfile's formats, then FFmpeg's (a file of these without PyAV is
+# reported with the fix, not silently left out).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif") + FFMPEG_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,9 @@ def display_path(path) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _open(path: str | Path) -> sf.SoundFile:
+def _open(path: str | Path):
+    """The file as an open soundfile.SoundFile, or as an FFmpegReader (the same `samplerate`, `frames`, `read`)
+    for what libsndfile cannot read."""
     if Path(path).is_dir():
         raise AudioLoadError(f"{display_path(path)}: is a folder, not an audio file; give the audio files in it")
     if not Path(path).is_file():  # libsndfile would only say "System error"
@@ -90,8 +95,77 @@ def _open(path: str | Path) -> sf.SoundFile:
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         # libsndfile's own message says why (unknown format, truncated header, ...); without the name it repeats
         why = getattr(err, "error_string", err)
-        raise AudioLoadError(f"{display_path(path)}: cannot decode audio ({why}); "
-                             "convert it to wav/flac/ogg/mp3") from None
+    try:
+        return FFmpegReader(path)
+    except ImportError:
+        if Path(path).suffix.lower() in FFMPEG_EXTENSIONS:
+            raise AudioLoadError(f"{display_path(path)}: {Path(path).suffix} files are decoded by FFmpeg: install "
+                                 "PyAV (`pip install av`), or convert the file to wav/flac") from None
+    except AudioLoadError:  # FFmpeg could not either: libsndfile's reason is the one to show
+        pass
+    raise AudioLoadError(f"{display_path(path)}: cannot decode audio ({why}); "
+                         "convert it to wav/flac/ogg/mp3") from None
+
+
+class FFmpegReader:
+    """What `load_audio`, `stream_audio` and `audio_duration` use of soundfile.SoundFile (`samplerate`,
+    `frames`, `read`, a context manager), for files only FFmpeg decodes, through PyAV: the first audio
+    stream, decoded frame by frame, its samples as float32 (integer PCM scaled as soundfile scales it)."""
+
+    def __init__(self, path: str | Path):
+        import av  # ImportError when PyAV is not installed: `_open` says how to get it
+
+        self.path = path
+        self._file = open(os.fsencode(path), "rb")  # any file name: PyAV would encode a str strictly
+        try:
+            self._container = av.open(self._file)
+            self._stream = self._container.streams.audio[0]
+        except (av.error.FFmpegError, IndexError) as err:
+            self._file.close()
+            raise AudioLoadError(f"{display_path(path)}: no audio stream FFmpeg can decode ({err})") from None
+        self.samplerate: int = self._stream.rate
+        self.channels: int = self._stream.channels
+        self._frames = self._container.decode(self._stream)
+        self._pending = np.zeros((0, self.channels), np.float32)
+
+    @property
+    def frames(self) -> int:
+        """Samples per channel, from the container's header."""
+        stream, seconds = self._stream, None
+        if stream.duration is not None:
+            seconds = float(stream.duration * stream.time_base)
+        elif self._container.duration is not None:
+            seconds = self._container.duration / 1_000_000  # av.time_base: microseconds
+        return round((seconds or 0.0) * self.samplerate)
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = True) -> np.ndarray:
+        """The next `frames` samples (all that remain if -1), (n, channels) float32."""
+        import av
+
+        blocks, n = [self._pending], len(self._pending)
+        try:
+            while frames < 0 or n < frames:
+                frame = next(self._frames, None)
+                if frame is None:
+                    break
+                samples = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
+                block = samples.T if frame.format.is_planar else samples.reshape(-1, self.channels)
+                blocks.append(_pcm_to_float(block, display_path(self.path)).astype(np.float32, copy=False))
+                n += len(block)
+        except av.error.FFmpegError as err:
+            raise AudioLoadError(f"{display_path(self.path)}: decoding failed ({err}); the file may be "
+                                 "truncated") from None
+        out = np.concatenate(blocks) if len(blocks) > 1 else self._pending
+        cut = len(out) if frames < 0 else min(frames, len(out))
+        self._pending = out[cut:]
+        return out[:cut]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._container.close()
+        self._file.close()
 
 
 def _to_mono(block: np.ndarray, path: str | Path) -> np.ndarray:
