@@ -77,10 +77,11 @@ def time_batches(pipelines: dict, waveforms, batch_size: int, beam_size: int, wo
     encode_s, decode_s = 0.0, dict.fromkeys(pipelines, 0.0)
     with torch.inference_mode():
         for start in range(0, len(waveforms), batch_size):
-            batch = torch.stack(waveforms[start:start + batch_size])  # (B, N): all clips are 10 s
-            lengths = torch.full((batch.shape[0],), batch.shape[1])
+            batch = waveforms[start:start + batch_size]  # B clips of (N,): all 10 s
             t0 = time.perf_counter()
-            frames, frame_lengths = reference.encoder(batch, lengths)  # (B, T, D)
+            clips = reference.encoder.encode_clips(batch)  # as `audiocap caption` encodes (one clip per pass on CPU)
+            frames = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # (B, T, D)
+            frame_lengths = torch.tensor([len(f) for f in clips])
             memory, memory_mask = reference.captioner.encode(frames, frame_lengths)  # (B, T, d)
             encode_s += time.perf_counter() - t0
             for precision, pipeline in pipelines.items():
