@@ -4,12 +4,15 @@
 
 Prints real-time factor (seconds of audio per second of compute) and clips/s at batch 1 and 8,
 and each encoder's overhead: its time over the same computation written with bare torch ops
-(torch.stft, F.conv2d, F.batch_norm, ...) with the same weights, measured interleaved in this run.
+(torch.stft, F.conv2d, F.batch_norm, ...) with the same weights, the median ratio of paired runs in
+alternating order. The bare version keeps PyTorch's default (NCHW) layout, so an overhead below 1 is
+what channels-last memory gains (see encoders/panns.ConvBlock).
 Targets (issue 3): front end >= 500x real time; overhead <= 1.1x.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -108,11 +111,16 @@ def main() -> None:
             with torch.no_grad():  # the first calls check equality and warm up
                 torch.testing.assert_close(encoder(w, lengths)[0], bare_fn(w), atol=1e-3, rtol=1e-3)
                 ours, bare = [], []
-                for _ in range(args.repeats):  # interleaved, so load changes hit both alike
-                    ours.append(seconds(lambda: encoder(w, lengths)))
-                    bare.append(seconds(lambda: bare_fn(w)))
+                # paired and in alternating order: load changes hit both alike, and neither always runs
+                # first (on this VM the first of a pair ran up to 20 % slower)
+                for i in range(2 * args.repeats):
+                    pair = [lambda: ours.append(seconds(lambda: encoder(w, lengths))),
+                            lambda: bare.append(seconds(lambda: bare_fn(w)))]
+                    for run in (pair if i % 2 == 0 else pair[::-1]):
+                        run()
             t = min(ours)
-            print(f"| {name} | {batch} | {batch * CLIP_SECONDS / t:.1f}x | {batch / t:.2f} | {t / min(bare):.3f}x |")
+            overhead = statistics.median(a / b for a, b in zip(ours, bare))
+            print(f"| {name} | {batch} | {batch * CLIP_SECONDS / t:.1f}x | {batch / t:.2f} | {overhead:.3f}x |")
 
 
 if __name__ == "__main__":

@@ -45,11 +45,13 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, pool_size: int = 2, pool: str = "avg") -> torch.Tensor:
         # x: (B, C_in, T, F) -> (B, C_out, T // pool_size, F // pool_size)
         # On a CPU, oneDNN runs these convolutions faster on channels-last (NHWC) memory while the maps are
-        # large, slower once they are small and deep (Cnn14's 1024 -> 2048 block: 1.5x slower): channels-last up
-        # to 256 input channels made one 10 s clip 1.19x faster through Cnn10, 1.24x through aisfx, 1.02x
-        # through Cnn14 (one thread, interleaved runs). Values change by float rounding only (~1e-6).
-        if x.device.type == "cpu" and self.conv1.in_channels <= 256:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # large, slower once they are small and deep (Cnn14's 1024 -> 2048 block: 1.5x slower). Channels-last
+        # up to 256 input channels, one 10 s clip, one thread, 10 paired runs in alternating order: Cnn10
+        # 1.09x, aisfx 1.10x, Cnn14 1.07x faster (medians; faster in 28 of 30). Values change by float
+        # rounding (~1e-6).
+        if x.device.type == "cpu":  # back to NCHW for the deep blocks: the layout carries over between blocks
+            x = x.contiguous(memory_format=torch.channels_last if self.conv1.in_channels <= 256 else
+                             torch.contiguous_format)
         x = F.relu_(self.bn1(self.conv1(x)))
         x = F.relu_(self.bn2(self.conv2(x)))
         if pool_size == 1:
