@@ -6,12 +6,14 @@ The whole recipe of Koh, Xue & Chng (ICASSP 2022), top to bottom:
      (or, with `finetune_encoder`, the encoder runs on waveforms inside the forward pass and trains too);
   2. every (clip, caption) pair is a training example; the vocabulary comes from the training captions;
   3. loss = cross-entropy (label-smoothed) + λ · RLSSR, with SpecAugment (and optionally mixup) on frames;
-  4. AdamW, linear warm-up then cosine/linear decay, gradient clipping;
-  5. after every epoch: validation loss and caption metrics; the best epoch by `best_metric` is kept;
+  4. AdamW, linear warm-up then cosine/linear decay, gradient clipping (one step per `grad_accum_steps`
+     batches);
+  5. after every epoch: validation loss and caption metrics; the best epoch by `best_metric` is kept
+     (and training stops after `early_stopping_patience` epochs without a better one);
   6. the final artifact is one model file (model_file.save_model) that includes the encoder weights.
 
 Distributed: `torchrun --nproc_per_node=N -m audiocap train CONFIG.yaml` runs one process per
-device with DistributedDataParallel; the global batch is `batch_size × N`.
+device with DistributedDataParallel; the global batch is `batch_size × N × grad_accum_steps`.
 """
 from __future__ import annotations
 
