@@ -84,12 +84,13 @@ def display_path(path) -> str:
 def _open(path: str | Path):
     """The file as an open soundfile.SoundFile, or as an FFmpegReader (the same `samplerate`, `frames`, `read`)
     for what libsndfile cannot read."""
-    if Path(path).is_dir():
-        raise AudioLoadError(f"{display_path(path)}: is a folder, not an audio file; give the audio files in it")
-    if not Path(path).is_file():  # libsndfile would only say "System error"
-        raise AudioLoadError(f"{display_path(path)}: no such file")
-    if Path(path).stat().st_size == 0:  # libsndfile would say "File does not exist or is not a regular file"
-        raise AudioLoadError(f"{display_path(path)}: file is empty (0 bytes); re-copy or re-export it")
+    file, name = Path(path), display_path(path)
+    if file.is_dir():
+        raise AudioLoadError(f"{name}: is a folder, not an audio file; give the audio files in it")
+    if not file.is_file():  # libsndfile would only say "System error"
+        raise AudioLoadError(f"{name}: no such file")
+    if file.stat().st_size == 0:  # libsndfile would say "File does not exist or is not a regular file"
+        raise AudioLoadError(f"{name}: file is empty (0 bytes); re-copy or re-export it")
     try:  # as bytes: soundfile would encode a str name strictly, failing on names that are not UTF-8
         return sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
@@ -98,13 +99,12 @@ def _open(path: str | Path):
     try:
         return FFmpegReader(path)
     except ImportError:
-        if Path(path).suffix.lower() in FFMPEG_EXTENSIONS:
-            raise AudioLoadError(f"{display_path(path)}: {Path(path).suffix} files are decoded by FFmpeg: install "
+        if file.suffix.lower() in FFMPEG_EXTENSIONS:
+            raise AudioLoadError(f"{name}: {file.suffix} files are decoded by FFmpeg: install "
                                  "PyAV (`pip install av`), or convert the file to wav/flac") from None
     except AudioLoadError:  # FFmpeg could not either: libsndfile's reason is the one to show
         pass
-    raise AudioLoadError(f"{display_path(path)}: cannot decode audio ({why}); "
-                         "convert it to wav/flac/ogg/mp3") from None
+    raise AudioLoadError(f"{name}: cannot decode audio ({why}); convert it to wav/flac/ogg/mp3") from None
 
 
 class FFmpegReader:
@@ -115,14 +115,14 @@ class FFmpegReader:
     def __init__(self, path: str | Path):
         import av  # ImportError when PyAV is not installed: `_open` says how to get it
 
-        self.path = path
+        self.name = display_path(path)  # for errors: named once, not per decoded frame
         self._file = open(os.fsencode(path), "rb")  # any file name: PyAV would encode a str strictly
         try:
             self._container = av.open(self._file)
             self._stream = self._container.streams.audio[0]
         except (av.error.FFmpegError, IndexError) as err:
             self._file.close()
-            raise AudioLoadError(f"{display_path(path)}: no audio stream FFmpeg can decode ({err})") from None
+            raise AudioLoadError(f"{self.name}: no audio stream FFmpeg can decode ({err})") from None
         self.samplerate: int = self._stream.rate
         self.channels: int = self._stream.channels
         self._frames = self._container.decode(self._stream)
@@ -150,11 +150,10 @@ class FFmpegReader:
                     break
                 samples = frame.to_ndarray()  # planar: (channels, n); packed: (1, n * channels)
                 block = samples.T if frame.format.is_planar else samples.reshape(-1, self.channels)
-                blocks.append(_pcm_to_float(block, display_path(self.path)).astype(np.float32, copy=False))
+                blocks.append(_pcm_to_float(block, self.name).astype(np.float32, copy=False))
                 n += len(block)
         except av.error.FFmpegError as err:
-            raise AudioLoadError(f"{display_path(self.path)}: decoding failed ({err}); the file may be "
-                                 "truncated") from None
+            raise AudioLoadError(f"{self.name}: decoding failed ({err}); the file may be truncated") from None
         out = np.concatenate(blocks) if len(blocks) > 1 else self._pending
         cut = len(out) if frames < 0 else min(frames, len(out))
         self._pending = out[cut:]
