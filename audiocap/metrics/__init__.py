@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audiocap.errors import AudiocapError, MetricError
+from audiocap.errors import AudiocapError, MetricError, first_few
 # Modules, not their functions, so that `audiocap.metrics.spice` etc. stay the modules.
 from audiocap.metrics import bleu, cider, meteor, rouge, spice
 from audiocap.metrics.meteor import MeteorOptions
@@ -126,7 +126,7 @@ def check_captions(candidates: list[str], references: list[list[str]]) -> None:
         raise MetricError(f"{len(candidates)} candidates for {len(references)} reference sets (need equal, ≥ 1)")
     if empty := [i for i, refs in enumerate(references) if len(refs) == 0]:
         raise MetricError(f"every clip needs at least one reference caption; {len(empty)} clips have none "
-                          f"(indices {', '.join(map(str, empty[:10]))}{', ...' if len(empty) > 10 else ''})")
+                          f"(indices {first_few(empty)})")
 
 
 def evaluate(
