@@ -187,9 +187,10 @@ def gradient_sync(sync: bool, *modules) -> contextlib.ExitStack:
     """A context in which the DDP modules among `modules` all-reduce gradients in backward only if `sync`:
     accumulating k batches, the k-1 first skip it and the last reduces the sum of all k."""
     stack = contextlib.ExitStack()
-    for module in modules if not sync else ():
-        if isinstance(module, torch.nn.parallel.DistributedDataParallel):
-            stack.enter_context(module.no_sync())
+    if not sync:
+        for module in modules:
+            if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+                stack.enter_context(module.no_sync())
     return stack
 
 
