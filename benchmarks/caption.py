@@ -31,24 +31,27 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP, as `audiocap caption` does
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
 
 
-def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: dict | None = None):
+def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: list[str] = ()):
     from audiocap.encoders import create_encoder
     from audiocap.model import AudioCaptioner, ModelDimensions
     from audiocap.tokenizer import Tokenizer
     from audiocap.transcribe import CaptioningPipeline
 
     torch.manual_seed(0)
-    config = yaml.safe_load((ROOT / "configs" / "clotho_cnn10_rlssr.yaml").read_text())
+    from audiocap.config import load_config
+    from audiocap.train import TrainConfig
+
+    # the recipe's sizes, with `model.KEY=VALUE` overrides read and checked as `audiocap train` reads them
+    config = load_config(TrainConfig, ROOT / "configs" / "clotho_cnn10_rlssr.yaml",
+                         [f"model.{item}" for item in model_overrides])
     encoder = create_encoder(encoder_name).freeze()
     tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
-    dims = ModelDimensions(**{**config["model"], **(model_overrides or {})}, n_audio_features=encoder.dim,
-                           n_vocab=tokenizer.n_vocab)
+    dims = ModelDimensions(**config.model, n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab)
     return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
 
 
@@ -125,12 +128,11 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="KEY=VALUE",
                         help="override a `model:` size of configs/clotho_cnn10_rlssr.yaml, e.g. n_decoder_layers=1")
     args = parser.parse_args()
-    overrides = {key: yaml.safe_load(value) for key, _, value in (item.partition("=") for item in args.model)}
     torch.set_num_threads(args.threads)
 
     from audiocap.audio import load_audio
 
-    pipeline = build_pipeline(args.encoder, args.vocab, overrides)
+    pipeline = build_pipeline(args.encoder, args.vocab, args.model)
     rate = pipeline.sample_rate
     sources = sorted(CLIPS.glob("*.wav"))
     clips = [torch.from_numpy(load_audio(p, rate)[: 10 * rate]) for p in sources]
@@ -148,7 +150,7 @@ def main() -> None:
 
     print(f"encoder {args.encoder}, {args.clips} clips of 10 s, {args.words} words/caption, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}"
-          + "".join(f", {key}={value}" for key, value in overrides.items()))
+          + "".join(f", {item}" for item in args.model))
     print(f"{'decoder':>7s} {'decoding':>8s} {'batch':>5s} {'captions/s':>10s} {'ms/clip':>8s} "
           f"{'decode ms/clip':>14s} {'decoder share':>13s} {'decoding vs fp32':>16s}")
     for (precision, beam, batch_size), times in runs.items():
