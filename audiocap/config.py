@@ -1,7 +1,7 @@
 """Training configs: a dataclass filled from a YAML file, then from `key=value` overrides (values parsed
 as YAML), with every key's type and range checked before any work, and the checks `--resume` makes.
 
-    config = load_config(TrainConfig, "configs/clotho_cnn10_rlssr.yaml", ["epochs=10", "model.d_model=256"])
+    config = load_config(TrainConfig, "configs/clotho_cnn10_rlssr.yaml", ["epochs=10", "model.d_model=512"])
 """
 from __future__ import annotations
 

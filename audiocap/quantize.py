@@ -3,8 +3,8 @@ inference: float16 (the CPU default) or int8.
 
 Beam search runs the decoder once per word, and each step multiplies every decoder weight matrix by only
 a few rows (clips x beams). On a CPU such a step is bound by reading the weights from memory, not by
-arithmetic: the Clotho recipe's decoder (3 layers, d_model 512, 4.5k words) holds 13 M weights, 53 MB
-in float32, read again at every step. Smaller weights are read faster:
+arithmetic: the Clotho recipe's decoder (2 layers, d_model 256, 4.5k words) reads 4.0 M weights, 16 MB
+in float32, again at every step (13.3 M, 53 MB at 512-d with 3 layers). Smaller weights are read faster:
 
 * "fp16": weights stored as float16, activations and sums in float32 (FBGEMM's fp16 GEMM). Half the
   bytes; a weight's rounding error is 2^-11 of its size. The default model gave the same caption as
