@@ -234,3 +234,42 @@ def test_options_are_validated():
         DecodingOptions(beam_size=0)
     with pytest.raises(ValueError, match="min_length"):
         DecodingOptions(min_length=5, max_length=3)
+
+
+def test_few_rows_decode_on_one_thread_and_the_thread_count_comes_back(trained_model, monkeypatch):
+    """On a CPU a step of few rows (clips x beams) is bound by reading the weights: it runs on one intra-op
+    thread, the same captions come out, and the caller's thread count is restored, also after an error."""
+    import audiocap.decoding as decoding
+
+    seen = []
+
+    class RecordThreads(decoding.LogitFilter):
+        def apply(self, logits, tokens):
+            seen.append(torch.get_num_threads())
+
+    class Fail(decoding.LogitFilter):
+        def apply(self, logits, tokens):
+            raise RuntimeError("a filter failed")
+
+    extra = [RecordThreads()]
+    build = decoding.build_logit_filters
+    monkeypatch.setattr(decoding, "build_logit_filters", lambda *args: build(*args) + extra)
+    memory, memory_mask = encoded_batch(trained_model)  # 3 clips: 9 rows at beam 3
+    options = DecodingOptions(beam_size=3)
+    torch.set_num_threads(2)
+    try:
+        few_rows = decode(trained_model, memory, memory_mask, TOKENIZER, options)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        monkeypatch.setattr(decoding, "SINGLE_THREAD_MAX_ROWS", 9)  # 9 rows are now "many"
+        many_rows = decode(trained_model, memory, memory_mask, TOKENIZER, options)
+        assert set(seen) == {2}
+        assert [r.tokens for r in few_rows] == [r.tokens for r in many_rows]
+        assert [r.log_prob for r in few_rows] == pytest.approx([r.log_prob for r in many_rows], abs=1e-5)
+        monkeypatch.setattr(decoding, "SINGLE_THREAD_MAX_ROWS", 32)
+        extra[:] = [Fail()]
+        with pytest.raises(RuntimeError, match="a filter failed"):
+            decode(trained_model, memory, memory_mask, TOKENIZER, options)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)  # this module's setting (fixture one_thread)
