@@ -37,21 +37,21 @@ CLIPS = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
 
 
 def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: list[str] = ()):
+    from audiocap.config import load_config, model_dimensions
     from audiocap.encoders import create_encoder
     from audiocap.model import AudioCaptioner, ModelDimensions
     from audiocap.tokenizer import Tokenizer
+    from audiocap.train import TrainConfig
     from audiocap.transcribe import CaptioningPipeline
 
     torch.manual_seed(0)
-    from audiocap.config import load_config
-    from audiocap.train import TrainConfig
-
-    # the recipe's sizes, with `model.KEY=VALUE` overrides read and checked as `audiocap train` reads them
+    # the recipe's sizes, with `model.KEY=VALUE` overrides, read, checked and turned into dimensions as
+    # `audiocap train` does
     config = load_config(TrainConfig, ROOT / "configs" / "clotho_cnn10_rlssr.yaml",
                          [f"model.{item}" for item in model_overrides])
     encoder = create_encoder(encoder_name).freeze()
     tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
-    dims = ModelDimensions(**config.model, n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab)
+    dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
     return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
 
 

@@ -113,11 +113,10 @@ def main() -> None:
                 ours, bare = [], []
                 # paired and in alternating order: load changes hit both alike, and neither always runs
                 # first (on this VM the first of a pair ran up to 20 % slower)
+                pair = [(ours, lambda: encoder(w, lengths)), (bare, lambda: bare_fn(w))]
                 for i in range(2 * args.repeats):
-                    pair = [lambda: ours.append(seconds(lambda: encoder(w, lengths))),
-                            lambda: bare.append(seconds(lambda: bare_fn(w)))]
-                    for run in (pair if i % 2 == 0 else pair[::-1]):
-                        run()
+                    for times, run in (pair if i % 2 == 0 else pair[::-1]):
+                        times.append(seconds(run))
             t = min(ours)
             overhead = statistics.median(a / b for a, b in zip(ours, bare))
             print(f"| {name} | {batch} | {batch * CLIP_SECONDS / t:.1f}x | {batch / t:.2f} | {overhead:.3f}x |")
