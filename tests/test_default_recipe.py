@@ -4,6 +4,9 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import random
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,7 +28,11 @@ def load_script(name: str):
 
 
 builder = load_script("build_default_dataset")
+evaluation = load_script("evaluate_default_model")
 source_hit = load_script("source_hit")
+from default_data import captions, mixing, sources  # noqa: E402  (imported by the builder above)
+
+SOURCES = ROOT.parent / "shared" / "sources"
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -43,33 +50,70 @@ def synonyms():
     return source_hit.load_synonyms(RECIPES / "source_synonyms.yaml")
 
 
+@pytest.fixture(scope="module")
+def classes():
+    return captions.load_classes()
+
+
 # ------------------------------------------------------------------------------- recipes
 
 
 def test_written_captions_cover_every_category(esc50_categories):
-    written = builder.load_written_captions(RECIPES / "esc50_captions.csv")
+    written = captions.load_written_captions(RECIPES / "esc50_captions.csv")
     assert set(written) == esc50_categories
-    for category, captions in written.items():
-        assert len(set(captions)) >= 6, category
-        for caption in captions:
+    for category, texts in written.items():
+        assert len(set(texts)) >= 6, category
+        for caption in texts:
             assert 6 <= len(caption.split()) <= 20, caption
             assert caption.lower().strip(" .") != category.replace("_", " ")
 
 
-def test_clauses_and_synonyms_cover_every_category(esc50_categories, synonyms):
-    phrases = builder.load_phrases(RECIPES / "esc50_clauses.yaml")
-    assert set(phrases) == esc50_categories
-    assert set(synonyms) == esc50_categories
+def test_every_class_has_phrases_words_and_a_category(esc50_categories, classes, synonyms):
+    assert esc50_categories <= set(classes) and set(synonyms) == esc50_categories
+    families = {"speech", "music", "vehicles", "water", "animals", "domestic", "urban", "human", "nature"}
+    for name, cls in classes.items():
+        assert cls.category in families, name
+        assert cls.clauses and cls.gerunds and cls.nouns and cls.words, name
 
 
-def test_written_captions_and_clauses_name_their_source(synonyms):
-    # Every training target names its source, so the synonym lists are complete for them.
-    written = builder.load_written_captions(RECIPES / "esc50_captions.csv")
-    phrases = builder.load_phrases(RECIPES / "esc50_clauses.yaml")
-    for category in written:
-        texts = written[category] + phrases[category].clauses + phrases[category].gerunds + phrases[category].nouns
-        for text in texts:
-            assert source_hit.names_source(text, category, synonyms), (category, text)
+def test_every_phrase_and_written_caption_names_its_source(classes):
+    # The evaluation counts a caption as naming its source by these words, so every training
+    # target must contain one of them.
+    written = captions.load_written_captions(RECIPES / "esc50_captions.csv")
+    for name, cls in classes.items():
+        for text in written.get(name, []) + cls.clauses + cls.gerunds + cls.nouns:
+            assert evaluation.named_words(text, cls.words), (name, text)
+
+
+def test_single_source_captions_are_distinct_and_6_to_20_words(classes):
+    rng = random.Random(0)
+    for name, cls in classes.items():
+        for seconds in (0.5, 3.0, 9.0):
+            texts = captions.single_captions(cls, seconds, rng, {"length": "long", "dynamic": "piano"})
+            assert len(set(texts)) == captions.CAPTIONS_PER_CLIP
+            assert all(6 <= len(t.split()) <= 20 and t[0].isupper() and t.endswith(".") for t in texts), texts
+
+
+def test_mixture_captions_name_both_parts_and_background_only_when_quiet(classes):
+    rng = random.Random(1)
+    speech, rain = classes["woman_speaking"], classes["rain"]
+    quiet = captions.mixture_captions("background", speech, rain, -12.0, 0.0, rng)
+    level = captions.mixture_captions("overlay", speech, rain, 1.0, 0.0, rng)
+    in_turn = captions.mixture_captions("sequence", speech, rain, 0.0, 0.8, rng)
+    for text in quiet + level + in_turn:
+        assert evaluation.named_words(text, speech.words) and evaluation.named_words(text, rain.words), text
+        assert 6 <= len(text.split()) <= 20, text
+    assert all("background" in t or "quiet" in t for t in quiet)
+    assert not any("background" in t for t in level + in_turn)
+    assert not any(re.search(r"\bloud", t) for t in quiet)  # "aloud" is fine, "loud rain" would not be
+
+
+def test_judge_counts_named_and_invented_sources(classes):
+    verdict = evaluation.judge("A woman speaks while a dog barks.", ["woman_speaking"], classes)
+    assert verdict["named"] == ["woman_speaking"] and "dog" in verdict["invented"]
+    verdict = evaluation.judge("Rain falls on a roof.", ["rain", "man_speaking"], classes)
+    assert verdict["named"] == ["rain"] and verdict["invented"] == []
+    assert evaluation.judge("A cathedral bell rings.", ["cat"], classes)["named"] == []
 
 
 # ---------------------------------------------------------------------------- source hit
@@ -98,75 +142,130 @@ def test_source_hit_rate_refuses_missing_predictions():
 # ------------------------------------------------------------------------------- builder
 
 
+# ------------------------------------------------------------------------------- sources
+
+
+@pytest.fixture(scope="module")
+def source_clips(classes) -> list:
+    if not SOURCES.is_dir():
+        raise FileNotFoundError(f"source lists not found at {SOURCES}")
+    instruments = captions.yaml.safe_load((RECIPES / "everyday_classes.yaml").read_text())["instruments"]
+    return sources.load_source_clips(SOURCES, instruments)
+
+
+def test_every_listed_recording_maps_to_a_known_class(source_clips, classes):
+    assert len(source_clips) > 10_000
+    assert {c.cls for c in source_clips} <= set(classes)
+    families = {classes[c.cls].category for c in source_clips}
+    assert {"speech", "music", "vehicles", "water", "animals", "domestic", "urban", "human"} <= families
+
+
+def test_groups_are_never_split_between_training_and_heldout(source_clips):
+    split_of: dict[str, set[bool]] = {}
+    for clip in source_clips:
+        split_of.setdefault(clip.group, set()).add(clip.heldout)
+    assert all(len(s) == 1 for s in split_of.values())
+    heldout = {c.group.split("/")[0] for c in source_clips if c.heldout}
+    assert {"us8k", "librispeech", "alnum", "fsdd", "ravdess", "lj", "berklee", "office"} <= heldout
+    us8k_heldout = {c.parts[0].path.split("/")[2] for c in source_clips if c.group.startswith("us8k") and c.heldout}
+    assert us8k_heldout == {"fold10"}
+
+
+def test_source_ids_name_repository_commit_and_path(source_clips):
+    for clip in source_clips[::500]:
+        for part in clip.parts:
+            repo, rest = part.source_id.split("@")
+            commit, path = rest.split(":", 1)
+            assert repo.count("/") == 1 and len(commit) == 40 and path == part.path
+
+
+def test_extract_and_render_a_clip_from_a_repository_at_its_commit(shared_data, tmp_path):
+    """A real git repository holding two real recordings: blobs are read at the listed ids and
+    rendered one after another as one 44.1 kHz FLAC clip."""
+    repo = tmp_path / "mirrors" / "someone+sounds" / "work"
+    repo.mkdir(parents=True)
+    esc = sorted((shared_data / "esc50" / "audio").glob("*.flac"))[:2]
+    for path in esc:
+        (repo / path.name).write_bytes(path.read_bytes())
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(git[:3] + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "sounds"], check=True)
+    (repo / ".git").rename(repo.parent / "repo")  # a bare-like mirror: OWNER+NAME/repo
+    blobs = [subprocess.run(["git", "hash-object", str(p)], capture_output=True, text=True, check=True).stdout.strip()
+             for p in esc]
+    parts = [sources.Part("someone/sounds", "0" * 40, p.name, b) for p, b in zip(esc, blobs)]
+    files = sources.extract_parts(parts, tmp_path / "mirrors", tmp_path / "raw")
+    assert [files[p].read_bytes() for p in parts] == [p.read_bytes() for p in esc]
+    audio = mixing.render_source([files[p] for p in parts], max_seconds=8.0)
+    assert len(audio) == 8 * mixing.SAMPLE_RATE and np.abs(audio).max() <= 1.0
+
+
+# ------------------------------------------------------------------------------- builder
+
+
 @pytest.fixture(scope="module")
 def built(shared_data, tmp_path_factory) -> Path:
+    """The ESC-50 part of the builder (what CI has); the source lists need the mirrored repositories."""
     out = tmp_path_factory.mktemp("default_dataset")
-    builder.build(shared_data, out, seed=3, overlays=8, sequences=8, val_mixtures=4)
+    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(out), "--seed", "3",
+                                      "--backgrounds", "0", "--overlays", "8", "--sequences", "8",
+                                      "--val-mixtures", "6", "--heldout-mixtures", "8"]))
     return out
 
 
 def test_split_counts(built):
-    manifest = json.loads((built / "manifest.json").read_text())
-    counts = manifest["counts"]
-    assert counts == {
-        "train_rows": 314 + 15 + 12, "train_esc50": 314, "train_clotho_validation": 15,
-        "mixtures": 16, "val_mixtures": 4, "heldout": 100, "categories": 50,
-    }
-    train, heldout = read_rows(built / "train.csv"), read_rows(built / "heldout.csv")
-    assert len(train) == counts["train_rows"] and len(heldout) == 100
-    val = {row["file_name"] for row in read_rows(built / "val.csv")}
-    assert len(val) == 4 and not val & {row["file_name"] for row in train}
-    categories = read_rows(built / "heldout_categories.csv")
-    per_category: dict[str, int] = {}
-    for row in categories:
-        per_category[row["category"]] = per_category.get(row["category"], 0) + 1
-    assert len(per_category) == 50 and set(per_category.values()) == {2}
-    assert sorted(r["file_name"] for r in categories) == sorted(manifest["heldout"])
+    counts = json.loads((built / "manifest.json").read_text())["counts"]
+    assert counts["heldout_single"] == 100 and counts["train_single"] + counts["val_single"] == 314
+    assert counts["val_single"] == 314 // builder.VAL_SINGLES_EVERY
+    heldout = read_rows(built / "heldout_sources.csv")
+    singles = [r for r in heldout if r["kind"] == "single"]
+    per_class: dict[str, int] = {}
+    for row in singles:
+        per_class[row["classes"]] = per_class.get(row["classes"], 0) + 1
+    assert len(per_class) == 50 and set(per_class.values()) == {2}
 
 
 def test_heldout_clips_are_never_trained_on(built):
-    heldout = {row["file_name"] for row in read_rows(built / "heldout_categories.csv")}
+    heldout = {row["file_name"] for row in read_rows(built / "heldout.csv")}
     train = {row["file_name"] for row in read_rows(built / "train.csv")}
-    assert not heldout & train
+    val = {row["file_name"] for row in read_rows(built / "val.csv")}
+    assert not heldout & train and not heldout & val and not train & val
     assert not heldout & {p.name for p in (built / "audio" / "train").iterdir()}
     for mixture in read_rows(built / "mixtures.csv"):
-        assert mixture["first"] in train and mixture["second"] in train
-        assert mixture["first"] not in heldout and mixture["second"] not in heldout
-        assert mixture["first_category"] != mixture["second_category"]
-
-
-def test_heldout_recordings_are_whole_where_possible(built):
-    # Only fireworks and washing_machine have no recording with 1 or 2 takes.
-    shared = json.loads((built / "manifest.json").read_text())["heldout_sharing_recording"]
-    assert {name.rsplit("-", 1)[-1] for name in shared} <= {"48.flac", "35.flac"}
-    assert len(shared) <= 4
+        parts = {mixture["first"], mixture["second"]}
+        assert parts <= (heldout if mixture["file_name"].startswith("mix_heldout") else train)
 
 
 def test_rows_have_five_captions_and_audio(built):
-    for csv_name, audio_dir in (("train.csv", "train"), ("heldout.csv", "heldout")):
+    for csv_name, audio_dir in (("train.csv", "train"), ("val.csv", "train"), ("heldout.csv", "heldout")):
         for row in read_rows(built / csv_name):
-            captions = [row[f"caption_{i}"] for i in range(1, 6)]
-            assert all(c.strip() for c in captions), row
+            assert all(row[f"caption_{i}"].strip() for i in range(1, 6)), row
             assert (built / "audio" / audio_dir / row["file_name"]).is_file(), row["file_name"]
 
 
-def test_mixture_audio_and_captions(built, synonyms):
-    train = {row["file_name"]: row for name in ("train.csv", "val.csv") for row in read_rows(built / name)}
+def test_mixture_audio_and_captions(built, classes):
+    rows = {row["file_name"]: row for name in ("train.csv", "val.csv", "heldout.csv")
+            for row in read_rows(built / name)}
+    kinds = {row["file_name"]: row for row in read_rows(built / "heldout_sources.csv")}
     for mixture in read_rows(built / "mixtures.csv"):
-        audio, rate = sf.read(built / "audio" / "train" / mixture["file_name"], dtype="float32")
-        assert rate == 44100 and audio.ndim == 1
-        assert len(audio) == (5 if mixture["kind"] == "overlay" else 10) * 44100
-        assert 0.1 < np.abs(audio).max() <= builder.PEAK_LIMIT + 1e-3
-        captions = [train[mixture["file_name"]][f"caption_{i}"] for i in range(1, 6)]
-        assert len(set(captions)) == 5
-        for caption in captions:  # both sources are named in every caption
-            assert source_hit.names_source(caption, mixture["first_category"], synonyms), caption
-            assert source_hit.names_source(caption, mixture["second_category"], synonyms), caption
+        folder = "heldout" if mixture["file_name"].startswith("mix_heldout") else "train"
+        audio, rate = sf.read(built / "audio" / folder / mixture["file_name"], dtype="float32")
+        assert rate == 44100 and audio.ndim == 1 and len(audio) <= 10 * 44100
+        assert 0.05 < np.abs(audio).max() <= mixing.PEAK_LIMIT + 1e-3
+        texts = [rows[mixture["file_name"]][f"caption_{i}"] for i in range(1, 6)]
+        assert len(set(texts)) == 5
+        if mixture["file_name"] in kinds:
+            parts = kinds[mixture["file_name"]]["classes"].split(";")
+            for text in texts:  # both sources are named in every caption
+                assert all(evaluation.named_words(text, classes[c].words) for c in parts), text
 
 
 def test_builder_is_deterministic(shared_data, built, tmp_path):
-    builder.build(shared_data, tmp_path, seed=3, overlays=8, sequences=8, val_mixtures=4)
+    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), "--seed", "3",
+                                      "--backgrounds", "0", "--overlays", "8", "--sequences", "8",
+                                      "--val-mixtures", "6", "--heldout-mixtures", "8"]))
     for name in ("train.csv", "val.csv", "heldout.csv", "mixtures.csv", "manifest.json"):
         assert (tmp_path / name).read_bytes() == (built / name).read_bytes(), name
-    first = next((built / "audio" / "train").glob("mix_sequence_*.wav"))
+    first = next((built / "audio" / "train").glob("mix_train_sequence_*.flac"))
     assert (tmp_path / "audio" / "train" / first.name).read_bytes() == first.read_bytes()
