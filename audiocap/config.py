@@ -1,4 +1,4 @@
-"""Training configs: a dataclass filled from a YAML file, then from `key=value` overrides (values parsed
+"""Training configs: `TrainConfig`, filled from a YAML file, then from `key=value` overrides (values parsed
 as YAML), with every key's type and range checked before any work, and the checks `--resume` makes.
 
     config = load_config(TrainConfig, "configs/clotho_cnn10_rlssr.yaml", ["epochs=10", "model.d_model=512"])
@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from audiocap.errors import ConfigError
+from audiocap.metrics import METRICS, score_names
+from audiocap.model import ModelDimensions
 
 
 def load_config(cls, yaml_path: str | Path | None, overrides: list[str] = ()):
@@ -95,7 +98,7 @@ def check_ranges(config, ranges: dict[str, str]) -> None:
             raise ConfigError(f"config key {key}={value!r}: must be {rule}")
 
 
-def check_model_options(model: dict, ModelDimensions) -> dict:
+def check_model_options(model: dict) -> dict:
     """`model:` (fields of ModelDimensions but the two the data decide), checked like the top-level keys:
     types, then the values the model's layers accept. Returns them with ints converted where a float is due.
     Checked when the config is read, so a typo fails before any feature is extracted."""
@@ -120,9 +123,9 @@ def check_model_options(model: dict, ModelDimensions) -> dict:
     return checked
 
 
-def model_dimensions(config, ModelDimensions, n_audio_features: int, n_vocab: int):
+def model_dimensions(config, n_audio_features: int, n_vocab: int) -> ModelDimensions:
     """ModelDimensions from `config.model`; the data decide the input size and the vocabulary."""
-    model = check_model_options(config.model, ModelDimensions)  # again: `config.model` may change after init
+    model = check_model_options(config.model)  # again: `config.model` may change after init
     rlssr_off = {"rlssr_hidden": 0} if config.rlssr_weight == 0 else {}  # no unused head under DDP
     return ModelDimensions(**{**model, **rlssr_off}, n_audio_features=n_audio_features, n_vocab=n_vocab)
 
@@ -137,3 +140,81 @@ def check_same_config(saved: dict, config) -> None:
     if changed:
         raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "
                           "resume with the config of the interrupted run, or start a new out_dir")
+
+
+@dataclass
+class TrainConfig:
+    # data: a CSV `file_name,caption_1..caption_N` (Clotho's shape) or an AudioCaps CSV, and a folder of audio
+    train_csv: str = ""
+    train_audio_dir: str = ""
+    val_csv: str = ""
+    val_audio_dir: str = ""
+    out_dir: str = "runs/clotho"
+    cache_dir: str = "cache/features"  # encoder frames, computed once per (encoder weights, file)
+    skip_bad_items: bool = False  # train on the usable rows of a CSV with missing/corrupt audio
+    # audio encoder; see `audiocap encoders` for the names
+    encoder: str = "panns-cnn10"
+    encoder_checkpoint: str | None = None
+    encoder_options: dict = field(default_factory=dict)  # e.g. {pretrained: false}: random weights (ablation)
+    # fine-tuning: the encoder trains with the captioner, on waveforms (no feature cache: it runs every step)
+    finetune_encoder: bool = False  # False: frozen, its frames computed once and cached
+    encoder_learning_rate: float | None = None  # None = learning_rate; smaller keeps more of the pretraining
+    crop_seconds: float | None = None  # train on random crops of clips (bounds memory); validation: whole clips
+    # the fine-tuned encoder's batch norm: "batch" = statistics of each process's batch; "sync" = of the global
+    # batch across DDP processes (SyncBatchNorm, CUDA only); "frozen" = the pretrained running statistics
+    # (scale/shift still train; exact under DDP on any device); "auto" = sync under DDP on CUDA, else batch
+    encoder_batchnorm: str = "auto"
+    encoder_dropout: float | None = None  # None = the encoder's own (PANNs: 0.2 after every conv block)
+    # captioning model: fields of model.ModelDimensions (input size and vocabulary are filled in)
+    model: dict = field(default_factory=dict)
+    min_word_count: int = 1
+    # loss
+    label_smoothing: float = 0.1
+    rlssr_weight: float = 1.0  # λ; 0 turns RLSSR off (the ablation) and drops the head
+    rlssr_loss: str = "l2"  # distance between reconstruction and encoder latent: "l1" or "l2"
+    rlssr_stop_gradient: bool = True  # the encoder latent is a fixed target (see model.rlssr_loss)
+    # augmentation of the encoder frames
+    time_masks: int = 2
+    time_mask_width: int = 8
+    feature_masks: int = 2
+    feature_mask_width: int = 64
+    mixup_alpha: float = 0.0  # 0 = off
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 32  # per process
+    grad_accum_steps: int = 1  # batches per optimizer step: the update of one batch grad_accum_steps times larger
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 500
+    lr_decay: str = "cosine"  # "cosine", "linear" or "none"
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    # validation and model selection
+    val_metrics: list = field(default_factory=lambda: ["bleu", "rouge_l", "cider_d"])  # audiocap.metrics names
+    best_metric: str = "cider_d"  # a score they produce (e.g. bleu_4; higher is better), or "loss"
+    val_beam_size: int = 1
+    early_stopping_patience: int = 0  # stop after this many epochs without a better best_metric; 0 = never
+    # system
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    bf16: bool = False  # bfloat16 autocast of the forward pass
+    fp16_model_file: bool = False  # store the final model file's weights in float16 (half the size)
+
+    def __post_init__(self):
+        for key in ("train_csv", "train_audio_dir", "val_csv", "val_audio_dir"):
+            if not getattr(self, key):
+                raise ConfigError(f"config key {key!r} is required (a Clotho-format CSV / audio folder)")
+        choices = {"rlssr_loss": ("l1", "l2"), "lr_decay": ("cosine", "linear", "none"),
+                   "encoder_batchnorm": ("auto", "batch", "sync", "frozen"), "device": ("auto", "cpu", "cuda")}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
+        check_ranges(self, TRAIN_CONFIG_RANGES)
+        self.model = check_model_options(self.model)  # before any feature is extracted
+        for name in self.val_metrics:
+            if name not in METRICS:
+                raise ConfigError(f"config key val_metrics: unknown metric {name!r}; choose from {', '.join(METRICS)}")
+        if self.best_metric != "loss" and self.best_metric not in score_names(self.val_metrics):
+            raise ConfigError(f"config key best_metric={self.best_metric!r} is not computed: choose one of "
+                              f"{', '.join(score_names(self.val_metrics) + ['loss'])}, or add its metric to "
+                              "val_metrics (e.g. bleu for bleu_4)")

@@ -33,9 +33,8 @@ STOPWORDS = frozenset(
 
 # On a CPU, a step of fewer rows (clips x beams) than this runs on one intra-op thread: it is bound by
 # reading the decoder's weights, which one core does about as fast as two, while a second thread adds a
-# synchronisation to each of the step's ~100 small operations. Measured, recipe-sized decoder, fp16,
-# 2 threads vs 1: beam 3 at 1 clip 54 vs 41 ms, at 8 clips 116 vs 111 ms; at 16 clips (48 rows) two
-# threads win, 167 vs 199 ms.
+# synchronisation to each of the step's ~100 small operations (beam 3, 1 clip: 41 ms on one thread, 54 on
+# two; from 48 rows two threads win: docs/BENCHMARKS.md, "Captioning").
 SINGLE_THREAD_MAX_ROWS = 32
 
 
@@ -118,7 +117,7 @@ class NoRepeatNGram(LogitFilter):
 
 
 class BanRepeatedContentWords(LogitFilter):
-    # A tokenizer's mask is built once: over a 4.5k-word vocabulary it costs ~1 ms, paid per batch otherwise.
+    # A tokenizer's mask is built once: a pass over the whole vocabulary, paid per batch otherwise.
     _masks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __init__(self, tokenizer: Tokenizer):

@@ -33,3 +33,14 @@ class DownloadError(AudiocapError):
 
 class MetricError(AudiocapError):
     """A metric could not be computed (e.g. Java or a jar is missing)."""
+
+
+def check_not_too_long(lengths: dict, limit: float, limit_name: str, fix: str, unit: str = "s") -> None:
+    """DataError naming the clips whose length (`lengths`: name -> seconds, or frames with unit="frames")
+    exceeds `limit`, longest first (`limit_name` says what the limit is, `fix` how to get under it): found
+    before the long work (training, captioning a split) rather than in its middle."""
+    too_long = sorted(((n, str(name)) for name, n in lengths.items() if n > limit), reverse=True)
+    if too_long:
+        listed = first_few((f"{name} ({n:.1f} s)" if unit == "s" else f"{name} ({n} {unit})"
+                            for n, name in too_long), 3)
+        raise DataError(f"{len(too_long)} clip(s) longer than {limit_name}: {listed}; {fix}")

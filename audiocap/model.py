@@ -7,10 +7,13 @@ L caption tokens, D_in audio-encoder dim, d = d_model, H heads, V vocabulary.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from audiocap.tokenizer import Tokenizer
 
 
 @dataclass
@@ -176,7 +179,7 @@ class KVCache:
         """Row i continues the hypothesis of row source_rows[i] (N,). Beams only move within the rows of
         one audio clip, whose memory is the same, so the cross-attention keys/values stay as they are."""
         used = self.buffer[:, :, :, :, : self.length]  # the unused capacity is not worth copying
-        used.copy_(used.index_select(2, source_rows))  # index_select: ~5x faster than indexing with a tensor here
+        used.copy_(used.index_select(2, source_rows))  # index_select: one gather, not advanced indexing's copy
 
 
 class CaptionDecoder(nn.Module):
@@ -352,3 +355,35 @@ def rlssr_loss(
     if distance == "l1":
         return difference.abs().mean()
     raise ValueError(f"rlssr distance must be 'l1' or 'l2', not {distance!r}")
+
+
+class CaptionLoss(NamedTuple):
+    total: Tensor  # what training minimises
+    cross_entropy: Tensor
+    rlssr: Tensor | None  # None when RLSSR is off (weight 0)
+
+
+def caption_loss(
+    out: dict, tokens_out: Tensor, rlssr_weight: float = 1.0, label_smoothing: float = 0.0, rlssr_distance: str = "l2",
+    rlssr_stop_gradient: bool = True, n_tokens: Tensor | float | None = None, clip_share: float = 1.0,
+) -> CaptionLoss:
+    """The paper's objective for one batch, from `out = captioner(frames, frame_lengths, tokens_in)` and the
+    targets `tokens_out` (B, L) = `w1..wn <eos>` right-padded with Tokenizer.pad:
+
+        CE    = sum over target tokens of -log p(token)  (label-smoothed)  / n_tokens
+        RLSSR = rlssr_loss(reconstruction, memory, memory_mask)  · clip_share     (formula: rlssr_loss)
+        total = CE + λ · RLSSR                                                     (λ = rlssr_weight)
+
+    By default `n_tokens` is the batch's target tokens and `clip_share` 1: a mean per token and per clip.
+    A training step made of several batches (gradient accumulation, DDP processes) passes the step's tokens
+    per process and each batch's share of the step's clips, so that the step equals one of the combined batch.
+    """
+    logits = out["logits"].float().flatten(0, 1)
+    ce = F.cross_entropy(logits, tokens_out.flatten(), ignore_index=Tokenizer.pad, label_smoothing=label_smoothing,
+                         reduction="sum")
+    ce = ce / (n_tokens if n_tokens is not None else (tokens_out != Tokenizer.pad).sum())
+    if rlssr_weight == 0:
+        return CaptionLoss(ce, ce, None)
+    rlssr = rlssr_loss(out["rlssr_reconstruction"], out["memory"], out["memory_mask"], distance=rlssr_distance,
+                       stop_gradient=rlssr_stop_gradient) * clip_share
+    return CaptionLoss(ce + rlssr_weight * rlssr, ce, rlssr)

@@ -21,8 +21,8 @@ from typing import NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from audiocap import __version__
-from audiocap.encoders.base import AudioEncoder, encoder_from_config
+from audiocap.version import __version__
+from audiocap.encoders import AudioEncoder, encoder_from_config
 from audiocap.errors import CheckpointError
 from audiocap.model import AudioCaptioner, ModelDimensions
 from audiocap.tokenizer import Tokenizer

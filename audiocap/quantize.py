@@ -11,7 +11,8 @@ in float32, again at every step (13.3 M, 53 MB at 512-d with 3 layers). Smaller 
   in float32 on all 100 held-out clips.
 * "int8": weights as int8 with one scale per output row, activations rounded to bfloat16 for the
   kernel. A quarter of the bytes, fastest for one clip at a time, slower than float32 for 16 clips
-  (the kernel is built for few rows); about 1 caption in 20 changes (README, "Speed").
+  (the kernel is built for few rows); a few captions in 100 change (docs/BENCHMARKS.md,
+  "Decoder precision").
 
 Only weights are compressed, never activations with a scale shared across rows, so a clip's caption
 does not depend on the other clips of its batch. (Dynamic activation quantization, as in

@@ -41,8 +41,8 @@ def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: list[str] =
     from audiocap.encoders import create_encoder
     from audiocap.model import AudioCaptioner, ModelDimensions
     from audiocap.tokenizer import Tokenizer
-    from audiocap.train import TrainConfig
-    from audiocap.transcribe import CaptioningPipeline
+    from audiocap.config import TrainConfig
+    from audiocap.caption import CaptioningPipeline
 
     torch.manual_seed(0)
     # the recipe's sizes, with `model.KEY=VALUE` overrides, read, checked and turned into dimensions as
@@ -51,7 +51,7 @@ def build_pipeline(encoder_name: str, n_vocab: int, model_overrides: list[str] =
                          [f"model.{item}" for item in model_overrides])
     encoder = create_encoder(encoder_name).freeze()
     tokenizer = Tokenizer(f"word{i}" for i in range(n_vocab - 4))
-    dims = model_dimensions(config, ModelDimensions, encoder.dim, tokenizer.n_vocab)
+    dims = model_dimensions(config, encoder.dim, tokenizer.n_vocab)
     return CaptioningPipeline(encoder, AudioCaptioner(dims), tokenizer, torch.device("cpu"))
 
 
@@ -60,7 +60,7 @@ def compact_copy(pipeline, precision: str):
     import copy
 
     from audiocap.quantize import prepare_decoder
-    from audiocap.transcribe import CaptioningPipeline
+    from audiocap.caption import CaptioningPipeline
 
     if precision == "fp32":
         return pipeline

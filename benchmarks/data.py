@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from audiocap.data.cache import FeatureCache
 from audiocap.encoders import create_encoder
 from audiocap.model import AudioCaptioner, ModelDimensions
-from audiocap.train import collate
+from audiocap.batches import collate
 
 SHARED_CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clotho" / "audio" / "validation"
 VOCAB, CAPTION_TOKENS = 5000, 22  # a Clotho-sized vocabulary; <bos> + a typical caption

@@ -11,7 +11,6 @@ import soundfile as sf
 
 from audiocap.audio import audio_duration, find_audio_files, load_audio, stream_audio
 from audiocap.errors import AudioLoadError
-from tests.test_transcribe import model_path  # noqa: F401 (fixture)
 
 av = pytest.importorskip("av")  # in the test extra: CI always has it
 

@@ -115,7 +115,7 @@ def test_a_killed_write_leaves_no_entry(tmp_path, clips, monkeypatch):
 
 def test_dataloader_workers_read_padded_batches(tmp_path, clips):
     """The training loop's data path: memory-mapped entries, padded by `train.collate`, read by workers."""
-    from audiocap.train import collate
+    from audiocap.batches import collate
 
     encoder = FrameStats()
     frames = FeatureCache(tmp_path / "cache").get_many(encoder, clips, progress=False)

@@ -16,7 +16,7 @@ import soundfile
 
 from audiocap import cli
 from audiocap.data import datasets
-from audiocap.data.download import BASE_URL_ENV, TARGETS, download_clotho, fetch
+from audiocap.download import BASE_URL_ENV, TARGETS, download_clotho, fetch
 from audiocap.errors import DownloadError
 
 
@@ -219,10 +219,10 @@ def test_cli_falls_back_to_pinned_md5_without_the_api_and_base_url_option_wins(s
 
 
 def test_cli_spice_calls_the_metrics_downloader(monkeypatch, tmp_path, capsys):
-    import audiocap.metrics.spice as spice
+    import audiocap.cli.download as download_cli
 
     calls = []
-    monkeypatch.setattr(spice, "download_spice", lambda dest, base_url: calls.append((dest, base_url)) or dest)
+    monkeypatch.setattr(download_cli, "download_spice", lambda dest, base_url: calls.append((dest, base_url)) or dest)
     monkeypatch.setenv(BASE_URL_ENV, "http://mirror.example")
     assert cli.main(["download", "spice", "--dest", str(tmp_path)]) == 0
     assert calls == [(tmp_path, "http://mirror.example")]

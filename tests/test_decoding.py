@@ -6,55 +6,10 @@ from audiocap.decoding import (
     BeamSearchDecoder, DecodingOptions, GreedyDecoder, NoRepeatNGram, build_logit_filters, decode,
 )
 from audiocap.model import AudioCaptioner, ModelDimensions
-from audiocap.tokenizer import Tokenizer
 
-WORDS = "a dog barks loudly while birds sing in the background and rain falls on roof".split()
-TOKENIZER = Tokenizer(WORDS)  # ids 4.. in WORDS order
+from tests.conftest import TOKENIZER, clips, encoded_batch, tiny_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation (10x slower on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_model(seed=0, **overrides) -> AudioCaptioner:
-    torch.manual_seed(seed)
-    settings = dict(n_audio_features=8, n_vocab=len(TOKENIZER), d_model=16, n_heads=2, d_ff=32, dropout=0.0,
-                    max_audio_frames=32, max_caption_tokens=12, rlssr_hidden=0)
-    return AudioCaptioner(ModelDimensions(**{**settings, **overrides})).eval()
-
-
-def clips(seed=1):
-    torch.manual_seed(seed)
-    return torch.randn(3, 10, 8), torch.tensor([10, 4, 7])  # frames (B, T, D_in), frame_lengths
-
-
-def encoded_batch(model, seed=1):
-    with torch.no_grad():
-        return model.encode(*clips(seed))
-
-
-@pytest.fixture(scope="module")
-def trained_model() -> AudioCaptioner:
-    """Briefly fitted to three clips, so it ends captions with a chosen <eos> (untrained ones never stop)."""
-    model = tiny_model(max_caption_tokens=30).train()
-    captions = ["a dog barks loudly", "rain falls on the roof", "birds sing"]
-    targets = [torch.tensor(TOKENIZER.encode(c) + [TOKENIZER.eos]) for c in captions]
-    tokens_out = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True)
-    tokens_in = torch.cat([torch.full((3, 1), TOKENIZER.bos), tokens_out[:, :-1]], dim=1)
-    for _ in range(80):  # plain gradient descent: torch.optim would import torch._dynamo (seconds)
-        logits = model(*clips(), tokens_in)["logits"]
-        loss = F.cross_entropy(logits.transpose(1, 2), tokens_out, ignore_index=TOKENIZER.pad)
-        model.zero_grad()
-        loss.backward()
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter -= 0.3 * parameter.grad
-    return model.eval()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scripted_model(preference: torch.Tensor) -> AudioCaptioner:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import audiocap
 from audiocap.model_file import read_model_info
-from audiocap.transcribe import DEFAULT_MODEL
+from audiocap.caption import DEFAULT_MODEL
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))

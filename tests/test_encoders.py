@@ -12,7 +12,7 @@ import torch
 from audiocap.audio import load_audio
 from audiocap.encoders import AudioEncoder, create_encoder, list_encoders
 from audiocap.encoders.aisfx import AISFX_MEL, LOG_SPECTROGRAM_MAX, aisfx_spectrogram, installed_checkpoint
-from audiocap.encoders.base import encoder_from_config
+from audiocap.encoders import encoder_from_config
 from audiocap.encoders.panns import CNN10_CHANNELS, CNN14_CHANNELS, audioset_labels
 from audiocap.errors import CheckpointError, ConfigError
 

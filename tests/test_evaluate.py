@@ -1,5 +1,5 @@
 """`audiocap evaluate` checks what it can before captioning (the long part), and keeps the captions when
-scoring fails. Models and audio: the fixtures of test_transcribe.py."""
+scoring fails. Models and audio: the fixtures of conftest.py."""
 from __future__ import annotations
 
 import csv
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from audiocap.cli import main
-from tests.test_transcribe import audio_dir, long_file, model_path, short_model_path  # noqa: F401 (fixtures)
 
 
 def captions_csv(path: Path, audio_files: list[Path]) -> Path:
@@ -22,7 +21,7 @@ def captions_csv(path: Path, audio_files: list[Path]) -> Path:
 
 
 @pytest.fixture
-def argv(model_path, audio_dir, tmp_path) -> list[str]:  # noqa: F811
+def argv(model_path, audio_dir, tmp_path) -> list[str]:
     csv_path = captions_csv(tmp_path / "captions.csv", sorted(audio_dir.iterdir()))
     return ["evaluate", "--model", str(model_path), "--captions", str(csv_path), "--audio-dir", str(audio_dir),
             "--out", str(tmp_path / "results"), "--beam", "1"]
@@ -31,7 +30,7 @@ def argv(model_path, audio_dir, tmp_path) -> list[str]:  # noqa: F811
 @pytest.fixture
 def no_captioning(monkeypatch):
     """Fail the test if any clip gets captioned: the errors below must come first."""
-    from audiocap.transcribe import CaptioningPipeline
+    from audiocap.caption import CaptioningPipeline
 
     def caption(*args, **kwargs):
         raise AssertionError("captioned before the error was detected")
@@ -40,7 +39,7 @@ def no_captioning(monkeypatch):
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("--metrics", "bleu,foo", "unknown metric(s) foo; choose from bleu"),
+    ("--metrics", "bleu,foo", "unknown metrics ['foo']; choose from bleu"),
     ("--batch-size", "0", "expected a whole number of at least 1, not '0'"),
     ("--beam", "-1", "expected a whole number of at least 1"),
 ])
@@ -53,11 +52,11 @@ def test_bad_options_are_usage_errors(argv, no_captioning, capsys, option, value
 def test_out_that_is_a_file_fails_before_captioning(argv, tmp_path, no_captioning, capsys):
     (tmp_path / "afile").write_text("keep me")
     assert main([*argv, "--out", str(tmp_path / "afile")]) == 2
-    assert f"--out {tmp_path / 'afile'}: {tmp_path / 'afile'} is a file" in capsys.readouterr().err
+    assert f"--out {tmp_path / 'afile'}: not a folder; give a folder path" in capsys.readouterr().err
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
-def test_clips_too_long_for_the_model_fail_before_captioning(short_model_path, audio_dir, long_file, tmp_path,  # noqa: F811
+def test_clips_too_long_for_the_model_fail_before_captioning(short_model_path, audio_dir, long_file, tmp_path,
                                                             no_captioning, capsys):
     folder = tmp_path / "audio"
     shutil.copytree(audio_dir, folder)

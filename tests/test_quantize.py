@@ -11,7 +11,10 @@ from torch import nn
 from audiocap.decoding import DecodingOptions, decode
 from audiocap.model import AudioCaptioner, ModelDimensions
 from audiocap.quantize import prepare_decoder, precision_available
-from tests.test_decoding import TOKENIZER, encoded_batch, one_thread, trained_model  # noqa: F401 (fixtures)
+from tests.conftest import TOKENIZER, encoded_batch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def needs_kernel(precision: str, *values) -> pytest.param:
     return pytest.param(precision, *values, marks=pytest.mark.skipif(

@@ -22,7 +22,7 @@ import yaml
 from audiocap.errors import ConfigError, DataError
 from audiocap.train import TrainConfig, train
 from audiocap.config import load_config
-from audiocap.training_utils import load_checkpoint
+from audiocap.checkpoint import load_checkpoint
 from tests.conftest import CLOTHO_VALIDATION_AUDIO
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,22 +74,22 @@ def first_clips_csv(captions_csv: Path, out: Path, n: int) -> Path:
 
 def train_killed_after_epoch_1(config: TrainConfig, monkeypatch) -> None:
     """Start `config` and let the process die right after the epoch-1 checkpoint is written."""
-    import audiocap.training_utils as utils
+    import audiocap.train as train_module
 
     class Killed(Exception):
         pass
 
-    save = utils.save_checkpoint
+    save = train_module.save_checkpoint
 
     def save_then_die(path, state):
         save(path, state)
         if path.name == "last.pt":
             raise Killed
 
-    monkeypatch.setattr(utils, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         train(config)
-    monkeypatch.setattr(utils, "save_checkpoint", save)
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
 
 
 def train_losses(out_dir: Path) -> list[float]:
@@ -124,14 +124,14 @@ def test_shipped_configs_are_valid(name):
 
     config = load_config(TrainConfig, ROOT / "configs" / f"{name}.yaml")
     assert config.rlssr_weight > 0 and config.encoder.startswith("panns-")
-    model_dimensions(config, ModelDimensions, n_audio_features=512, n_vocab=100)  # model keys are valid
+    model_dimensions(config, n_audio_features=512, n_vocab=100)  # model keys are valid
 
 
 def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, feature_cache):
     import audiocap
     from audiocap.data.cache import FeatureCache
     from audiocap.data.datasets import load_captions_csv
-    from audiocap.decoding import DecodingOptions, decode
+    from audiocap.decoding import DecodingOptions
     from audiocap.model_file import load_model_file
     from audiocap.tokenizer import normalize
     from audiocap.train import caption_frames
@@ -155,7 +155,7 @@ def test_small_model_learns_to_caption_training_clips(tmp_path, captions_csv, fe
     captioner, tokenizer, encoder = load_model_file(model_path)
     items = load_captions_csv(captions_csv, CLOTHO_VALIDATION_AUDIO)
     frames = FeatureCache(feature_cache).get_many(encoder, [it.audio_path for it in items], progress=False)
-    captions = caption_frames(captioner.eval(), tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1), decode)
+    captions = caption_frames(captioner.eval(), tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1))
     overlaps = []
     for item, caption in zip(items, captions):
         words = set(caption.split())
@@ -289,23 +289,21 @@ TINY_CNN10 = (4, 8, 8, 16)  # channels: 16-d frames, a forward + backward pass c
 
 
 @pytest.fixture
-def tiny_encoder(monkeypatch) -> dict:
-    """Training builds scratch-cnn10 with TINY_CNN10 channels; returns its initial state dict
+def tiny_encoder() -> dict:
+    """The initial state dict of the encoder `finetune_config` trains: scratch-cnn10 with TINY_CNN10 channels
     (training seeds torch with config.seed, 0, right before building the encoder)."""
-    import audiocap.encoders
+    from audiocap.encoders import create_encoder
 
-    create = audiocap.encoders.create_encoder
-    monkeypatch.setattr(audiocap.encoders, "create_encoder",
-                        lambda name, checkpoint=None: create(name, checkpoint, channels=TINY_CNN10))
     torch.manual_seed(0)
-    return create("scratch-cnn10", channels=TINY_CNN10).state_dict()
+    return create_encoder("scratch-cnn10", channels=TINY_CNN10).state_dict()
 
 
 def finetune_config(out_dir: Path, captions_csv: Path, **overrides) -> TrainConfig:
     """Two training clips (10 pairs: 2 steps of 5 per epoch) in 1 s crops, one validation clip."""
     train_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_train.csv"), 2)
     val_csv = first_clips_csv(captions_csv, out_dir.with_name(out_dir.name + "_val.csv"), 1)
-    settings = dict(encoder_learning_rate=1e-3, crop_seconds=1.0, batch_size=5, warmup_steps=2)
+    settings = dict(encoder_learning_rate=1e-3, crop_seconds=1.0, batch_size=5, warmup_steps=2,
+                    encoder_options={"channels": list(TINY_CNN10)})
     config = tiny_config(out_dir, train_csv, out_dir / "cache", encoder="scratch-cnn10", finetune_encoder=True,
                          **{**settings, **overrides})
     return dataclasses.replace(config, val_csv=str(val_csv))
@@ -314,7 +312,7 @@ def finetune_config(out_dir: Path, captions_csv: Path, **overrides) -> TrainConf
 def test_finetuning_trains_the_encoder_into_the_model_file(tmp_path, captions_csv, tiny_encoder):
     import audiocap
     from audiocap.data.datasets import load_captions_csv
-    from audiocap.decoding import DecodingOptions, decode
+    from audiocap.decoding import DecodingOptions
     from audiocap.model_file import load_model_file
     from audiocap.train import caption_frames
 
@@ -337,7 +335,7 @@ def test_finetuning_trains_the_encoder_into_the_model_file(tmp_path, captions_cs
     # the model file captions raw audio as its weights do in memory, from the fine-tuned encoder's frames
     paths = [it.audio_path for it in load_captions_csv(config.train_csv, CLOTHO_VALIDATION_AUDIO)]
     frames = [encoder.encode_file(p) for p in paths]
-    in_memory = caption_frames(captioner, tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1), decode)
+    in_memory = caption_frames(captioner, tokenizer, frames, 8, "cpu", DecodingOptions(beam_size=1))
     assert audiocap.load_model(model_path, device="cpu", precision="fp32").caption(paths, beam_size=1) == in_memory
 
 
@@ -374,7 +372,6 @@ def test_finetuning_ddp_with_frozen_batchnorm_equals_one_process(tmp_path, capti
     initial = create_encoder("scratch-cnn10", channels=TINY_CNN10).state_dict()
     deterministic = dict(epochs=1, crop_seconds=None, time_masks=0, feature_masks=0, encoder_batchnorm="frozen",
                          encoder_dropout=0.0,
-                         encoder_options={"channels": list(TINY_CNN10)},
                          model=dict(d_model=64, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=128,
                                     dropout=0.0, rlssr_hidden=64))
     train(finetune_config(tmp_path / "one", captions_csv, **{**deterministic, "batch_size": 10}))
@@ -393,7 +390,8 @@ def test_finetuning_ddp_with_frozen_batchnorm_equals_one_process(tmp_path, capti
 
 
 def test_encoder_batchnorm_modes_per_device(capsys):
-    from audiocap.training_utils import Distributed, encoder_batchnorm_mode
+    from audiocap.batches import encoder_batchnorm_mode
+    from audiocap.distributed import Distributed
 
     cpu_ddp, cuda_ddp = Distributed(0, 2, torch.device("cpu")), Distributed(0, 2, torch.device("cuda"))
     assert encoder_batchnorm_mode("auto", cuda_ddp) == "sync"
@@ -474,7 +472,7 @@ def test_best_metric_must_be_a_score_the_metrics_produce(config_yaml):
 
 
 def test_bad_device_is_a_config_error(config_yaml, monkeypatch):
-    from audiocap.training_utils import setup_distributed
+    from audiocap.distributed import setup_distributed
 
     with pytest.raises(ConfigError, match="device='gpu': choose one of auto, cpu, cuda"):
         load_config(TrainConfig, config_yaml, ["device=gpu"])
@@ -527,7 +525,7 @@ def test_trains_on_an_audiocaps_csv_skipping_missing_videos(tmp_path, captions_c
     with pytest.raises(DataError, match=r"(?s)or use skip_bad_items=true.*missing audio: gone_video_1"):
         train(config)
     model_file = train(dataclasses.replace(config, skip_bad_items=True))
-    from audiocap.transcribe import load_model
+    from audiocap.caption import load_model
 
     tokenizer_words = set(load_model(model_file, device="cpu").tokenizer.itos)
     assert "zzqv" not in tokenizer_words  # the skipped row's caption is not trained on
@@ -544,7 +542,7 @@ class _WritesAFileWhenUnpickled:
 
 def test_a_bad_checkpoint_is_refused_in_one_line_without_unpickling_it(tmp_path):
     from audiocap.errors import CheckpointError
-    from audiocap.training_utils import save_checkpoint
+    from audiocap.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "good.pt", {"model": {"w": torch.ones(1000)}, "epoch": 1})
     data = (tmp_path / "good.pt").read_bytes()

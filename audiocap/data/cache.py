@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from audiocap.audio import load_audio
 from audiocap.encoders.base import AudioEncoder
 from audiocap.errors import AudioLoadError
 
@@ -78,8 +79,6 @@ def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
 def encode_files(encoder: AudioEncoder, audio_paths: Sequence[Path]) -> list[np.ndarray]:
     """Frames (T_i, D) float32 of each file in eval mode, each as if encoded alone (AudioEncoder.encode_clips):
     a file's entry never depends on the files it was computed with."""
-    from audiocap.audio import load_audio
-
     waveforms = [load_audio(p, encoder.sample_rate) for p in audio_paths]
     was_training = encoder.training
     encoder.eval()  # dropout or batch statistics in cached frames would freeze noise into them

@@ -23,6 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audiocap.audio import AUDIO_EXTENSIONS
 from audiocap.errors import DataError
 
 CLOTHO_SPLITS = ("development", "validation", "evaluation")
@@ -138,8 +139,6 @@ def audiocaps_items(csv_path: Path, audio_dir: Path, columns: list[str], rows: l
 
 def _audio_files_by_stem(audio_dir: Path) -> dict[str, Path]:
     # one directory listing instead of probing every extension for each of ~50k clips
-    from audiocap.audio import AUDIO_EXTENSIONS
-
     if not audio_dir.is_dir():
         return {}
     return {

@@ -7,8 +7,6 @@ unless told to skip the bad rows, in which case it trains on `Report.usable(item
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from collections import Counter
 from collections.abc import Set
@@ -18,8 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from audiocap.cli import positive_int
-from audiocap.data.datasets import CaptionItem, load_dataset
+from audiocap.audio import load_audio
+from audiocap.data.datasets import CaptionItem
 from audiocap.errors import AudioLoadError, DataError
 
 
@@ -78,8 +76,6 @@ class Report:
 def decode_problem(path: Path) -> str | None:
     """Why `path` does not decode to audio, or None if it does (the whole file is decoded:
     a truncated file often has a valid header)."""
-    from audiocap.audio import load_audio
-
     try:
         if load_audio(path).size == 0:
             return f"{path}: no audio samples"
@@ -134,16 +130,3 @@ def check_items(items: list[CaptionItem], skip_bad: bool = False, progress: bool
     print(f"warning: skipping bad rows, using {len(usable)} of {len(items)} items\n{report.summary(MAX_LISTED)}",
           file=sys.stderr)
     return usable
-
-
-def configure_validate(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("csv", type=Path, help="captions CSV (file_name,caption_1..N) or AudioCaps CSV")
-    parser.add_argument("--audio-dir", type=Path, help="folder of the audio files (default: the CSV's folder)")
-    parser.add_argument("--workers", type=positive_int(), default=min(8, os.cpu_count() or 1), help="decoding threads")
-
-
-def run_validate(args: argparse.Namespace) -> int:
-    items = load_dataset(args.csv, args.audio_dir or args.csv.parent)
-    report = validate_items(items, progress=sys.stderr.isatty(), workers=args.workers)
-    print(report.summary())
-    return 0 if report.ok else 1

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiocap.audio import MelSettings, mel_filters, power_spectrogram
-from audiocap.encoders.base import AudioEncoder, register_encoder
+from audiocap.encoders.base import AudioEncoder
 from audiocap.encoders.checkpoint import NUMPY_INT64_SCALARS, load_checkpoint, load_state_dict_strict
 from audiocap.encoders.panns import ConvBlock
 from audiocap.errors import CheckpointError
@@ -119,7 +119,6 @@ def installed_checkpoint() -> Path:
     return path
 
 
-@register_encoder("aisfx", "aiSFX CNN, pretrained on sound-effects libraries (pip aisfx, CC BY 4.0): 512-d, 0.86 frames/s")
 def aisfx(checkpoint=None, pretrained: bool = True, **options) -> AisfxEncoder:
     encoder = AisfxEncoder(**options)
     if checkpoint is not None or pretrained:

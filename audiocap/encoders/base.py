@@ -1,4 +1,4 @@
-"""The one interface every audio encoder implements, and the registry of encoders by name.
+"""The one interface every audio encoder implements (the registry by name is `audiocap.encoders`).
 
 An encoder maps a batch of mono waveforms at its own `sample_rate` to a sequence of frame
 embeddings:
@@ -12,20 +12,22 @@ embeddings:
 Rebuilding an encoder without its original checkpoint (e.g. from a model file that stores the
 encoder's weights): keep `encoder.config()` and `encoder.state_dict()`, then
 
-    encoder = encoder_from_config(config, state_dict)
+    encoder = audiocap.encoders.encoder_from_config(config, state_dict)
     # = create_encoder(config["name"], pretrained=False, **config["options"]) + strict load_state_dict
 """
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from audiocap.audio import display_path, stream_audio
+from audiocap.errors import AudioLoadError
 
 
 class AudioEncoder(nn.Module):
@@ -111,8 +113,8 @@ class AudioEncoder(nn.Module):
         clip's frames — and its caption — would depend on the other clips of its batch and differ from the
         frames training cached."""
         device, chunk = self.device, self.chunk_samples(chunk_seconds)
-        # On a CPU one clip per forward pass beats a batch: 1.3-1.4x less time per clip for Cnn10 and aisfx on
-        # one thread (a batch's activations overflow the caches), as fast on two; a GPU wants the batch.
+        # On a CPU one clip per forward pass beats a batch (a batch's activations overflow the caches; Cnn10:
+        # 1.3x less time per clip, docs/BENCHMARKS.md, "Audio front end and encoders"); a GPU wants the batch.
         per_pass = len(waveforms) if device.type == "cuda" else 1
         frames: list[torch.Tensor | None] = [None] * len(waveforms)
         by_length: dict[int, list[int]] = {}
@@ -142,8 +144,6 @@ class AudioEncoder(nn.Module):
         gives one frame of silence, or AudioLoadError if not `allow_empty` (tags or a caption of it would be
         made up).
         """
-        from audiocap.audio import stream_audio
-
         chunks = stream_audio(path, self.sample_rate, self.chunk_samples(chunk_seconds))
         return self.encode_chunks(chunks if allow_empty else _require_audio(chunks, path))
 
@@ -157,62 +157,9 @@ class AudioEncoder(nn.Module):
 
 
 def _require_audio(chunks: Iterable[np.ndarray], path) -> Iterable[np.ndarray]:
-    from audiocap.audio import display_path
-    from audiocap.errors import AudioLoadError
-
     empty = True
     for chunk in chunks:
         empty = False
         yield chunk
     if empty:
         raise AudioLoadError(f"{display_path(path)}: no audio samples")
-
-
-# name -> (factory(checkpoint: str | None, **kwargs) -> AudioEncoder, one-line description)
-_REGISTRY: dict[str, tuple[Callable[..., AudioEncoder], str]] = {}
-
-
-def register_encoder(name: str, description: str):
-    def wrap(factory: Callable[..., AudioEncoder]):
-        _REGISTRY[name] = (factory, description)
-        return factory
-
-    return wrap
-
-
-def _load_builtin_encoders() -> None:
-    import audiocap.encoders.panns  # noqa: F401  (registers panns-cnn10/14, scratch-cnn10)
-    import audiocap.encoders.aisfx  # noqa: F401  (registers aisfx)
-
-
-def list_encoders() -> dict[str, str]:
-    _load_builtin_encoders()
-    return {name: desc for name, (_, desc) in _REGISTRY.items()}
-
-
-def create_encoder(name: str, checkpoint: str | None = None, **kwargs) -> AudioEncoder:
-    """Build an encoder by registry name; `checkpoint` is a weights file where the encoder needs one.
-
-    Every factory accepts `pretrained=False` (random weights, no checkpoint needed: load a state
-    dict afterwards) and its architecture options (see each encoder's `options`).
-    """
-    _load_builtin_encoders()
-    if name not in _REGISTRY:
-        from audiocap.errors import ConfigError
-
-        raise ConfigError(f"unknown encoder {name!r}; choose one of: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name][0](checkpoint=checkpoint, **kwargs)
-
-
-def encoder_from_config(config: dict, state_dict: dict | None = None) -> AudioEncoder:
-    """Rebuild an encoder from `config()` (and load `state_dict` strictly) without its checkpoint."""
-    from audiocap.errors import ConfigError
-
-    encoder = create_encoder(config["name"], pretrained=False, **config.get("options", {}))
-    rebuilt = json.loads(json.dumps(encoder.config()))
-    if rebuilt != json.loads(json.dumps(config)):
-        raise ConfigError(f"encoder config {config} rebuilds as {rebuilt}: the file was written by an "
-                          f"incompatible audiocap version; re-extract features or retrain")
-    if state_dict is not None:
-        encoder.load_state_dict(state_dict)
-    return encoder

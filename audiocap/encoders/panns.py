@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiocap.audio import PANNS_MEL, MelSettings, log_mel_spectrogram, mel_filters
-from audiocap.encoders.base import AudioEncoder, register_encoder
+from audiocap.encoders.base import AudioEncoder
 from audiocap.encoders.checkpoint import NUMPY_ARRAYS, load_checkpoint, load_state_dict_strict
 from audiocap.errors import CheckpointError
 
@@ -45,9 +45,8 @@ class ConvBlock(nn.Module):
     def forward(self, x: torch.Tensor, pool_size: int = 2, pool: str = "avg") -> torch.Tensor:
         # x: (B, C_in, T, F) -> (B, C_out, T // pool_size, F // pool_size)
         # On a CPU, oneDNN runs these convolutions faster on channels-last (NHWC) memory while the maps are
-        # large, slower once they are small and deep (Cnn14's 1024 -> 2048 block: 1.5x slower). Channels-last
-        # up to 256 input channels, one 10 s clip, one thread, 10 paired runs in alternating order: Cnn10
-        # 1.09x, aisfx 1.10x, Cnn14 1.07x faster (medians; faster in 28 of 30). Values change by float
+        # large, slower once they are small and deep: channels-last up to 256 input channels is faster for
+        # Cnn10, Cnn14 and aisfx (docs/BENCHMARKS.md, "Audio front end and encoders"). Values change by float
         # rounding (~1e-6).
         if x.device.type == "cpu":  # back to NCHW for the deep blocks: the layout carries over between blocks
             x = x.contiguous(memory_format=torch.channels_last if self.conv1.in_channels <= 256 else
@@ -193,16 +192,13 @@ def _build(name: str, channels, pool_last_block: bool, checkpoint, pretrained: b
     return encoder
 
 
-@register_encoder("panns-cnn10", "PANNs CNN10, AudioSet-pretrained (Cnn10_mAP=0.380.pth): 512-d, 6.25 frames/s")
 def panns_cnn10(checkpoint=None, pretrained: bool = True, channels=CNN10_CHANNELS) -> PannsCnn:
     return _build("panns-cnn10", channels, True, checkpoint, pretrained, "Cnn10_mAP=0.380.pth")
 
 
-@register_encoder("panns-cnn14", "PANNs CNN14, AudioSet-pretrained (Cnn14_mAP=0.431.pth): 2048-d, 3.125 frames/s")
 def panns_cnn14(checkpoint=None, pretrained: bool = True, channels=CNN14_CHANNELS) -> PannsCnn:
     return _build("panns-cnn14", channels, False, checkpoint, pretrained, "Cnn14_mAP=0.431.pth")
 
 
-@register_encoder("scratch-cnn10", "CNN10 with random weights, to train from scratch: 512-d, 6.25 frames/s")
 def scratch_cnn10(checkpoint=None, pretrained: bool = False, channels=CNN10_CHANNELS) -> PannsCnn:
     return _build("scratch-cnn10", channels, True, checkpoint, False, "a checkpoint")

@@ -20,8 +20,10 @@ from audiocap.errors import AudiocapError, MetricError, first_few
 from audiocap.metrics import bleu, cider, meteor, rouge, spice
 from audiocap.metrics.meteor import MeteorOptions
 from audiocap.metrics.ngrams import Captions
+from audiocap.metrics.sbert import sbert_similarity  # its model loads at first use (optional extra)
 from audiocap.metrics.spice import SpiceOptions
 from audiocap.metrics.tokenizer import tokenize_batch
+from audiocap.metrics.vocab import vocabulary_stats
 
 METRICS = ("bleu", "meteor", "rouge_l", "cider_d", "spice", "spider", "sbert_sim", "vocab")
 DEFAULT_METRICS = ("bleu", "meteor", "rouge_l", "cider_d")
@@ -84,15 +86,11 @@ def score(
     elif "spider" in wanted:
         result.errors["spider"] = "needs SPICE, which was not computed"
     if "sbert_sim" in wanted:
-        from audiocap.metrics.sbert import sbert_similarity  # optional extra; heavy import
-
         try:
             result.corpus["sbert_sim"], result.per_clip["sbert_sim"] = sbert_similarity(candidates, references)
         except AudiocapError as error:
             result.errors["sbert_sim"] = str(error)
     if "vocab" in wanted:
-        from audiocap.metrics.vocab import vocabulary_stats
-
         result.corpus.update(vocabulary_stats(tokenized))
     for name in wanted - set(metrics):  # computed only because SPIDEr needs it
         result.corpus.pop(name, None)

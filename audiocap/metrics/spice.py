@@ -1,4 +1,4 @@
-"""SPICE (Anderson et al., 2016) through spice-1.0.jar, and `audiocap download spice`.
+"""SPICE (Anderson et al., 2016) through spice-1.0.jar, and the download of its jars (`audiocap download spice`).
 
 SPICE parses captions into scene graphs with Stanford CoreNLP 3.6.0, whose two jars (~400 MB)
 are not in the pycocoevalcap wheel; the toolkit fetches them at first use, from a URL that often
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiocap.download import fetch
 from audiocap.errors import MetricError
 from audiocap.metrics.java import java_executable, pycocoevalcap_dir
 
@@ -105,8 +106,6 @@ def download_spice(dest: Path, base_url: str | None = None) -> Path:
     else taken from SPICE-1.0.zip. `base_url` replaces both official servers (a mirror holding
     the two zips under their official names).
     """
-    from audiocap.data.download import fetch  # the data package owns resumable, verified downloads
-
     dest = Path(dest)
     (dest / "lib").mkdir(parents=True, exist_ok=True)
     package = pycocoevalcap_dir()

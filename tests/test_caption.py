@@ -17,58 +17,10 @@ import pytest
 import soundfile as sf
 
 import audiocap
-import audiocap.transcribe
+import audiocap.caption
 from audiocap.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_model_file(path: Path, shared_data: Path, **dims) -> Path:
-    import torch
-
-    from audiocap.encoders import create_encoder
-    from audiocap.model import AudioCaptioner, ModelDimensions
-    from audiocap.model_file import save_model
-    from audiocap.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    with open(shared_data / "clotho" / "clotho_captions_validation.csv", newline="", encoding="utf-8") as f:
-        tokenizer = Tokenizer.build([c for row in list(csv.reader(f))[1:50] for c in row[1:]])
-    encoder = create_encoder("aisfx").freeze()
-    dims = ModelDimensions(n_audio_features=encoder.dim, n_vocab=tokenizer.n_vocab, d_model=32, n_heads=2,
-                           n_encoder_layers=1, n_decoder_layers=1, d_ff=64, max_caption_tokens=12, **dims)
-    save_model(path, AudioCaptioner(dims).eval(), tokenizer, encoder)
-    return path
-
-
-@pytest.fixture(scope="session")
-def model_path(tmp_path_factory, shared_data) -> Path:
-    return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors", shared_data)
-
-
-@pytest.fixture(scope="session")
-def short_model_path(tmp_path_factory, shared_data) -> Path:
-    """A model that attends to 8 aisfx frames at most: 9.3 s of audio."""
-    return tiny_model_file(tmp_path_factory.mktemp("model") / "short.safetensors", shared_data, max_audio_frames=8)
-
-
-@pytest.fixture(scope="session")
-def long_file(tmp_path_factory, clotho_clips) -> Path:
-    """12 s of real audio at 44.1 kHz: too long for short_model_path."""
-    audio, rate = sf.read(clotho_clips[3], frames=12 * 44100, dtype="float32")
-    path = tmp_path_factory.mktemp("long") / "long.wav"
-    sf.write(path, audio, rate)
-    return path
-
-
-@pytest.fixture(scope="session")
-def audio_dir(tmp_path_factory, clotho_clips) -> Path:
-    """Three 4 s excerpts of real clips, as 44.1 kHz wav and flac."""
-    folder = tmp_path_factory.mktemp("audio")
-    for clip, suffix in zip(clotho_clips[:3], (".wav", ".flac", ".wav")):
-        audio, rate = sf.read(clip, frames=4 * 44100, dtype="float32")
-        sf.write(folder / (clip.stem + suffix), audio, rate)
-    return folder
 
 
 def test_python_api_captions_paths_and_arrays(model_path, audio_dir):
@@ -113,9 +65,9 @@ def test_caption_cli_reports_bad_files_and_captions_the_rest(model_path, audio_d
 
 
 def test_missing_default_model_is_a_clear_error(monkeypatch, audio_dir, tmp_path, capsys):
-    import audiocap.transcribe
+    import audiocap.caption
 
-    monkeypatch.setattr(audiocap.transcribe, "DEFAULT_MODEL", tmp_path / "default_model.safetensors")
+    monkeypatch.setattr(audiocap.caption, "DEFAULT_MODEL", tmp_path / "default_model.safetensors")
     assert main(["caption", str(audio_dir)]) == 2
     assert "no bundled default model" in capsys.readouterr().err
 
@@ -139,9 +91,9 @@ def test_evaluate_cli_writes_predictions_and_scores(model_path, audio_dir, tmp_p
     assert report["precision"] == "fp32"  # evaluation scores the model as trained
 
 
-def test_caption_command_imports_torch_only_when_it_runs():
-    code = ("import sys; from audiocap.cli import build_parser; build_parser(['caption', 'x.wav']);"
-            "import audiocap.evaluate, audiocap.train; assert 'torch' not in sys.modules, 'eager torch import'")
+def test_commands_import_torch_only_when_they_run():
+    code = ("import sys; from audiocap.cli import COMMANDS, build_parser; [build_parser([name]) for name in COMMANDS];"
+            "assert 'torch' not in sys.modules, 'eager torch import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
@@ -150,7 +102,7 @@ def test_precision_choices(model_path, audio_dir):
 
     from audiocap.errors import AudiocapError
     from audiocap.quantize import precision_available
-    from audiocap.transcribe import decoder_precision
+    from audiocap.caption import decoder_precision
 
     files = sorted(audio_dir.iterdir())
     exact = audiocap.load_model(model_path, device="cpu", precision="fp32")
@@ -172,7 +124,7 @@ def test_precision_choices(model_path, audio_dir):
 
 def test_segment_bounds():
     from audiocap.errors import AudiocapError
-    from audiocap.transcribe import segment_bounds
+    from audiocap.caption import segment_bounds
 
     assert segment_bounds(100, 4, 10) == [(0, 40), (40, 80), (80, 100)]
     assert segment_bounds(90, 4, 10) == [(0, 40), (40, 90)]  # a 1 s sliver joins the window before it
@@ -188,7 +140,7 @@ def test_a_file_too_long_for_the_model_is_reported_and_the_rest_captioned(short_
     assert main(["caption", str(long_file), str(good), "--model", str(short_model_path)]) == 1
     captured = capsys.readouterr()
     assert captured.out.startswith(f"{good}: ") and len(captured.out.splitlines()) == 1
-    assert f"error: {long_file}: 12 s is longer than this model captions at once (9 s)" in captured.err
+    assert f"error: 1 clip(s) longer than this model captions at once (9.3 s): {long_file} (12.0 s)" in captured.err
     assert "--segment" in captured.err
 
 
@@ -229,7 +181,7 @@ def test_python_api_long_inputs(short_model_path, long_file):
 
     model = audiocap.load_model(short_model_path, device="cpu")
     assert model.max_seconds == pytest.approx(8 / model.encoder.frame_rate)
-    with pytest.raises(AudiocapError, match="input 0: 12 s is longer .*model.caption_segments"):
+    with pytest.raises(AudiocapError, match=r"longer than this model captions at once \(9.3 s\): input 0 \(12.0 s\).*model.caption_segments"):
         model.caption(load_audio(long_file, model.sample_rate))
     (segments,) = model.caption_segments(long_file, segment_seconds=4)
     assert [(s.start, s.end) for s in segments] == [(0, 4), (4, 8), (8, 12)]
@@ -239,7 +191,7 @@ def test_python_api_long_inputs(short_model_path, long_file):
 
 
 def test_batches_hold_bounded_audio_and_long_clips_are_encoded_in_chunks(model_path, long_file, monkeypatch):
-    import audiocap.transcribe
+    import audiocap.caption
     from audiocap.audio import load_audio
 
     model = audiocap.load_model(model_path, device="cpu")
@@ -252,8 +204,8 @@ def test_batches_hold_bounded_audio_and_long_clips_are_encoded_in_chunks(model_p
     caption_batch, encode_chunks = model.caption_batch, model.encoder.encode_chunks
     monkeypatch.setattr(model, "caption_batch", lambda ws, *a, **k: batches.append(len(ws)) or caption_batch(ws, *a, **k))
     monkeypatch.setattr(model.encoder, "encode_chunks", lambda chunks: chunked.append(1) or encode_chunks(chunks))
-    monkeypatch.setattr(audiocap.transcribe, "BATCH_AUDIO_SECONDS", 9.0)  # 4 s + 3 s clips fit, 12 s goes alone
-    monkeypatch.setattr(audiocap.transcribe, "CHUNK_SECONDS", 5.0)
+    monkeypatch.setattr(audiocap.caption, "BATCH_AUDIO_SECONDS", 9.0)  # 4 s + 3 s clips fit, 12 s goes alone
+    monkeypatch.setattr(audiocap.caption, "CHUNK_SECONDS", 5.0)
     bounded = model.caption(clips)
     assert batches == [2, 1] and chunked == [1]  # the 12 s clip: alone, in chunks
     assert bounded[:2] == alone[:2] and bounded[2]
@@ -335,7 +287,7 @@ def test_arrays_must_be_mono_1d(model_path):
 def test_beam_and_batch_sizes_are_checked_up_front(model_path, audio_dir, capsys, monkeypatch):
     from audiocap.errors import AudiocapError
 
-    monkeypatch.setattr(audiocap.transcribe, "load_model", lambda *a: pytest.fail("checked after loading"))
+    monkeypatch.setattr(audiocap.caption, "load_model", lambda *a: pytest.fail("checked after loading"))
     for option, value in [("--beam", "0"), ("--beam", "-2"), ("--beam", "100000"), ("--beam", "x"), ("--beam", "1.5"),
                           ("--batch-size", "0"), ("--batch-size", "-1")]:
         with pytest.raises(SystemExit) as exit_:
@@ -356,7 +308,7 @@ def test_unknown_or_unavailable_devices_are_named(model_path, audio_dir, capsys)
     import torch
 
     from audiocap.errors import AudiocapError
-    from audiocap.transcribe import resolve_device
+    from audiocap.caption import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     for device in ("bogus", "gpu", "cuda:x"):

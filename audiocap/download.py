@@ -1,4 +1,5 @@
-"""Verified, resumable downloads of Clotho v2.1 and the PANNs checkpoints from Zenodo.
+"""Verified, resumable downloads: Clotho v2.1 and the PANNs checkpoints from Zenodo, and the files SPICE
+needs (metrics.spice.download_spice fetches them with `fetch`).
 
 A file is fetched into `<name>.part`, resumed with an HTTP Range request when a transfer is cut,
 checked against its md5 and only then renamed to `<name>`; a file already present is kept
@@ -13,7 +14,6 @@ mirror serves `<base>/records/<id>/files/<name>` (and ideally `<base>/api/record
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import http.client
 import json
@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import py7zr
 from tqdm import tqdm
 
 from audiocap.errors import DownloadError
@@ -156,8 +157,6 @@ def download_record(record: ZenodoRecord, dest: Path, base_url: str = DEFAULT_BA
 def extract_7z(archive: Path, into: Path) -> None:
     """Extract once: a marker naming the archive's size and mtime skips extraction on later runs
     (re-hashing gigabytes that `fetch` has just verified would double the time of a no-op run)."""
-    import py7zr
-
     marker = into / f".{archive.name}.extracted"
     stat = archive.stat()
     identity = f"{stat.st_size} {stat.st_mtime_ns}"
@@ -178,52 +177,3 @@ def download_clotho(dest: Path, base_url: str = DEFAULT_BASE_URL, progress: bool
     for name, path in paths.items():
         if name.endswith(".7z"):  # each archive holds one folder named after its split
             extract_7z(path, dest / "audio")
-
-
-def configure_download(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=[*TARGETS, "spice"], help="what to download")
-    parser.add_argument("--dest", type=Path, help="destination folder (default: ~/.cache/audiocap/TARGET; "
-                                                  "for spice, $AUDIOCAP_SPICE_HOME if set)")
-    parser.add_argument("--base-url", help=f"mirror or proxy to download from (default: ${BASE_URL_ENV}, "
-                                           f"else {DEFAULT_BASE_URL} for datasets and checkpoints)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def check_base_url(base_url: str, source: str) -> None:
-    """An http(s) URL with a host; `source` names where it came from (the option or the variable)."""
-    parts = urllib.parse.urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise DownloadError(f"{source} {base_url!r} is not an http(s) URL; give the mirror's address, "
-                            f"e.g. {DEFAULT_BASE_URL} or http://host:port/path")
-
-
-def check_dest(dest: Path) -> None:
-    """`dest` must be, or be creatable as, a folder: found now, not after the first download."""
-    existing = next(p for p in [dest, *dest.parents] if p.exists())
-    if not existing.is_dir():
-        where = "" if existing == dest else f" (its parent {existing} is a file)"
-        raise DownloadError(f"--dest {dest}: not a folder{where}; give a folder path")
-    if not os.access(existing, os.W_OK):
-        raise DownloadError(f"--dest {dest}: {existing} is not writable; give another folder")
-
-
-def run_download(args: argparse.Namespace) -> int:
-    base_url = args.base_url or os.environ.get(BASE_URL_ENV)
-    if base_url:
-        check_base_url(base_url, "--base-url" if args.base_url else f"${BASE_URL_ENV}")
-    if args.target == "spice":  # jars come from their own hosts unless a mirror is given
-        from audiocap.metrics.spice import default_spice_home, download_spice
-
-        dest = args.dest or default_spice_home()
-        check_dest(dest)
-        dest = download_spice(dest, base_url)
-    else:
-        dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
-        check_dest(dest)
-        base_url = base_url or DEFAULT_BASE_URL
-        if args.target == "clotho":
-            download_clotho(dest, base_url, progress=not args.no_progress)
-        else:
-            download_record(TARGETS[args.target], dest, base_url, progress=not args.no_progress)
-    print(f"{args.target}: verified in {dest}")
-    return 0

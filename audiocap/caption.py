@@ -5,27 +5,32 @@
 
 Per batch: waveforms -> audio encoder, each clip as if alone -> frames padded to (B, T, D) ->
 transformer encoder -> memory (B, T, d) -> beam search -> captions. Recordings longer than a model
-covers are captioned window by window (`caption_segments`, `--segment`). Heavy modules are imported
-inside functions so that `audiocap caption` starts fast.
+covers are captioned window by window (`caption_segments`, `--segment`).
 """
 from __future__ import annotations
 
-import os
-import sys
+import numbers
 from pathlib import Path
 from typing import Iterable, NamedTuple
+
+import numpy as np
+import torch
+
+from audiocap import model_file
+from audiocap.audio import as_waveform, display_path, load_audio
+from audiocap.decoding import DecodingOptions, decode
+from audiocap.errors import AudiocapError, AudioLoadError, CheckpointError, check_not_too_long
+from audiocap.options import MAX_BEAM_SIZE, PRECISIONS
+from audiocap.quantize import precision_available, prepare_decoder
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default_model.safetensors"
 USER_DECODING_DEFAULTS = {"ban_repeated_content_words": True, "length_penalty": 0.5}  # see CaptioningPipeline.caption
 # Memory stays bounded whatever the clips' lengths: a batch holds at most BATCH_AUDIO_SECONDS of audio
 # (8 clips of 30 s; clips are never split across batches), and a clip longer than CHUNK_SECONDS is encoded
-# one chunk at a time (AudioEncoder.encode_clips). One batch of eight 25-minute files was killed
-# for lack of memory (24 GiB) before these limits.
+# one chunk at a time (AudioEncoder.encode_clips): a batch of long recordings would otherwise need memory in
+# proportion to their length.
 BATCH_AUDIO_SECONDS = 240.0
 CHUNK_SECONDS = 60.0
-# Beam search keeps beam_size hypotheses per clip and stops once that many have ended: a beam of thousands
-# ran for hours on a 1 s clip and ranks no better than a handful (the default model peaks at 3-5).
-MAX_BEAM_SIZE = 64
 
 
 class Segment(NamedTuple):
@@ -95,9 +100,6 @@ class CaptioningPipeline:
         """A mono float32 waveform at `self.sample_rate` from a path or an array (see `caption`); AudiocapError
         naming the input (`name`, default: its path) if it is empty, or longer than one caption can cover
         (and `check_length`)."""
-        from audiocap.audio import as_waveform, display_path, load_audio
-        from audiocap.errors import AudioLoadError
-
         from_file = isinstance(path_or_array, (str, Path))
         name = name or (display_path(path_or_array) if from_file else "an array")
         waveform = (load_audio(path_or_array, self.sample_rate) if from_file
@@ -109,18 +111,12 @@ class CaptioningPipeline:
         return waveform
 
     def check_length(self, n_samples: int, name) -> None:
-        from audiocap.errors import AudiocapError
-
-        if n_samples / self.sample_rate > self.max_seconds:
-            raise AudiocapError(
-                f"{name}: {n_samples / self.sample_rate:.0f} s is longer than this model captions at once "
-                f"({self.max_seconds:.0f} s); caption it in segments (`audiocap caption --segment 10`, "
-                "`model.caption_segments`)")
+        check_not_too_long({name: n_samples / self.sample_rate}, self.max_seconds,
+                           f"this model captions at once ({self.max_seconds:.1f} s)",
+                           "caption it in segments (`audiocap caption --segment 10`, `model.caption_segments`)")
 
     def check_segment(self, segment_seconds: float) -> None:
         """A window, and a last one up to 1.5 times as long (segment_bounds), must fit `max_seconds`."""
-        from audiocap.errors import AudiocapError
-
         if not 0 < segment_seconds <= self.max_seconds / 1.5:
             raise AudiocapError(f"segment length must be above 0 and at most {self.max_seconds / 1.5:.1f} s for "
                                 f"this model (it captions {self.max_seconds:.1f} s at once), not {segment_seconds} s")
@@ -140,10 +136,6 @@ class CaptioningPipeline:
     def caption_batch(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
         """Caption one batch of mono waveforms: encode each as if alone (a clip of more than CHUNK_SECONDS in
         chunks), pad the frames, then beam search."""
-        import torch
-
-        from audiocap.decoding import DecodingOptions, decode
-
         with torch.inference_mode():
             clips = self.encoder.encode_clips(waveforms, CHUNK_SECONDS)  # (T_i, D) each, as if alone
             frames = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)  # (B, T, D)
@@ -155,11 +147,6 @@ class CaptioningPipeline:
 
 
 def as_input_list(paths_or_arrays) -> list:
-    import numpy as np
-    import torch
-
-    from audiocap.errors import AudiocapError
-
     if isinstance(paths_or_arrays, (str, Path, np.ndarray, torch.Tensor)):
         return [paths_or_arrays]
     if isinstance(paths_or_arrays, (bytes, bytearray)):
@@ -185,10 +172,6 @@ def check_decoding_sizes(beam_size, batch_size) -> None:
 
 def check_count(value, name: str, maximum: int | None = None) -> int:
     """`value` if it is a whole number from 1 to `maximum`, else AudiocapError naming `name`."""
-    import numbers
-
-    from audiocap.errors import AudiocapError
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 1 <= value <= (maximum or value):
         raise AudiocapError(f"{name} must be a whole number from 1 to {maximum}, not {value!r}" if maximum
                             else f"{name} must be a whole number of at least 1, not {value!r}")
@@ -198,8 +181,6 @@ def check_count(value, name: str, maximum: int | None = None) -> int:
 def segment_bounds(n_samples: int, segment_seconds: float, sample_rate: int) -> list[tuple[int, int]]:
     """[start, end) sample indices of consecutive windows of `segment_seconds` covering n_samples; a last
     piece shorter than half a window joins the window before it (a caption of a sliver says little)."""
-    from audiocap.errors import AudiocapError
-
     if segment_seconds <= 0:
         raise AudiocapError(f"segment length must be positive, not {segment_seconds} s")
     step = max(1, round(segment_seconds * sample_rate))
@@ -214,15 +195,10 @@ def load_model(
 ) -> CaptioningPipeline:
     """Load a model file written by `audiocap train` (default: the model bundled with the package).
 
-    `precision` of the decoder's weights (see audiocap.quantize): "fp32"; "fp16" (CPU: beam search ~1.4x
-    faster, same captions as fp32 on the default model's 100 held-out clips); "int8" (CPU: fastest for one
-    clip at a time, changes ~1 caption in 20); "auto" = fp16 on a CPU that has the kernel, else fp32.
+    `precision` of the decoder's weights (see audiocap.quantize): "fp32"; "fp16" (CPU: faster beam search,
+    same captions as fp32 on the default model's held-out clips); "int8" (CPU: fastest for one clip at a
+    time, changes a few captions; docs/BENCHMARKS.md, "Decoder precision"); "auto" = fp16 on a CPU that has the kernel, else fp32.
     The audio encoder and the transformer encoder always run in float32."""
-    import torch
-
-    from audiocap import model_file
-    from audiocap.errors import CheckpointError
-
     path = Path(path) if path is not None else DEFAULT_MODEL
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; pass the model file `audiocap train` wrote in it "
@@ -234,8 +210,6 @@ def load_model(
     device = resolve_device(device)
     precision = decoder_precision(precision, device)
     captioner, tokenizer, encoder = model_file.load_model_file(path)
-    from audiocap.quantize import prepare_decoder
-
     captioner = prepare_decoder(captioner.to(device), precision)
     return CaptioningPipeline(encoder.to(device), captioner, tokenizer, device)
 
@@ -243,10 +217,6 @@ def load_model(
 def resolve_device(device: str | None = None):
     """torch.device for a user's `--device` (None: cuda if available, else cpu); AudiocapError naming the
     device and the choices this machine has, rather than torch's errors from deep inside."""
-    import torch
-
-    from audiocap.errors import AudiocapError
-
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if device is None:
         return torch.device("cuda" if n_gpus else "cpu")
@@ -260,14 +230,8 @@ def resolve_device(device: str | None = None):
     raise AudiocapError(f"device {device!r} is not available here; choose {choices}")
 
 
-PRECISIONS = ("auto", "fp32", "fp16", "int8")
-
-
 def decoder_precision(precision: str, device) -> str:
     """The decoder-weight precision `load_model(..., precision)` uses on `device`."""
-    from audiocap.errors import AudiocapError
-    from audiocap.quantize import precision_available
-
     if precision not in PRECISIONS:
         raise AudiocapError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
@@ -277,129 +241,3 @@ def decoder_precision(precision: str, device) -> str:
     if precision != "fp32" and not precision_available(precision):
         raise AudiocapError(f"precision {precision}: this PyTorch build has no CPU kernel for it; use --precision fp32")
     return precision
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-
-
-def configure_caption(parser) -> None:
-    from audiocap.cli import positive_int
-
-    parser.add_argument("inputs", nargs="+", metavar="AUDIO_OR_DIR", help="audio files, or folders to search for them")
-    parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
-    parser.add_argument("--beam", type=positive_int(MAX_BEAM_SIZE), default=3,
-                        help=f"beam size, 1 (greedy) to {MAX_BEAM_SIZE} (default: 3)")
-    parser.add_argument("--batch-size", type=positive_int(), default=8, help="clips captioned together (default: 8)")
-    parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
-                        help="caption each file in consecutive windows of SECONDS (for long recordings); "
-                        "csv/json then give start and end times")
-    parser.add_argument("--format", choices=("text", "json", "csv"), default="text",
-                        help="text: `file: caption` lines; csv: DCASE `file_name,caption_predicted`; json: a list")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="decoder weights: auto = fp16 on CPU (same captions as fp32 on our held-out clips, "
-                        "~1.3x faster beam search), fp32 elsewhere; int8 = fastest for one clip at a time, "
-                        "changes ~1 caption in 20")
-
-
-def run_caption(args) -> int:
-    try:
-        return caption_files(args)
-    except BrokenPipeError:
-        # The reader left early (`audiocap caption ... | head -1`): stop quietly like other Unix tools, with the
-        # status a shell reports for a process ended by SIGPIPE (128 + 13). Python would otherwise print the
-        # error again when it flushes stdout at exit, so stdout now goes to /dev/null.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-
-
-def caption_files(args) -> int:
-    # Read by OpenMP when torch loads, so set before the first torch import: threads waiting for work sleep
-    # instead of spinning. Spinning only pays off on cores nobody else uses; on a machine shared with a training
-    # job the spinning threads took the CPU from the working ones (cold start 5 s -> 6-12 s measured here).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from audiocap.audio import AUDIO_EXTENSIONS, find_audio_files  # after OMP_WAIT_POLICY: this imports torch
-    from audiocap.errors import AudiocapError
-
-    files, failed = find_audio_files(args.inputs)
-    if not files:
-        raise AudiocapError("no audio to caption; give audio files or folders that contain " + "/".join(AUDIO_EXTENSIONS))
-    from tqdm import tqdm
-
-    pipeline = load_model(args.model, args.device, args.precision)
-    if args.segment is not None:
-        pipeline.check_segment(args.segment)
-    output = CaptionWriter(args.format, segments=args.segment is not None)
-    pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
-    progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)
-
-    def caption_pending() -> None:
-        captions = pipeline.caption_waveforms([entry[3] for entry in pending], args.beam)
-        for (path, start, end, _, last), caption in zip(pending, captions):
-            output.write(path, start, end, caption)
-            progress.update(last)
-        pending.clear()
-
-    rate = pipeline.sample_rate
-    batch_limit = BATCH_AUDIO_SECONDS * rate
-    for path in files:
-        try:  # a bad or too long file is reported and skipped; the others go on
-            waveform = pipeline.load(path, check_length=args.segment is None)
-        except AudiocapError as err:
-            tqdm.write(f"error: {err}", file=sys.stderr)
-            failed += 1
-            progress.update(1)
-            continue
-        windows = [(0, len(waveform))] if args.segment is None else \
-            segment_bounds(len(waveform), args.segment, rate)
-        for i, (a, b) in enumerate(windows):
-            pending.append((path, a / rate, b / rate, waveform[a:b], i == len(windows) - 1))
-            if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
-                caption_pending()
-    if pending:
-        caption_pending()
-    progress.close()
-    output.close()
-    return 1 if failed else 0
-
-
-class CaptionWriter:
-    """Prints captions as they come (text, csv) or at the end (json)."""
-
-    def __init__(self, fmt: str, segments: bool):
-        self.format, self.segments, self.results = fmt, segments, []
-        if fmt == "csv":
-            times = ["start_seconds", "end_seconds"] if segments else []
-            print(",".join(["file_name", *times, "caption_predicted"]), flush=True)
-
-    def write(self, path: Path, start: float, end: float, caption: str) -> None:
-        import csv
-        import io
-        import re
-
-        from tqdm import tqdm
-
-        from audiocap.audio import display_path
-
-        if self.format == "json":  # json.dumps escapes any name (non-UTF-8 bytes too: os.fsencode gets them back)
-            self.results.append({"file": str(path), **({"start": start, "end": end} if self.segments else {}),
-                                 "caption": caption})
-        elif self.format == "csv":
-            line = io.StringIO()
-            times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
-            # csv quotes a field holding a character of the line terminator, so keep "\n" there (an empty one let a
-            # name with a newline through unquoted) and cut it off: tqdm.write adds its own
-            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, caption])
-            tqdm.write(line.getvalue()[:-1], file=sys.stdout)
-        else:  # one line per caption: control characters of a name (a newline...) are shown escaped
-            name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], display_path(path))
-            times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
-            tqdm.write(f"{name}{times}: {caption}", file=sys.stdout)
-        sys.stdout.flush()  # as they come, also through a pipe (`| tee`), and a closed pipe is noticed at once
-
-    def close(self) -> None:
-        import json
-
-        if self.format == "json":
-            print(json.dumps(self.results, indent=2))

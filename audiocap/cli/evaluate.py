@@ -10,28 +10,16 @@ always lack some videos) and records how many were left out.
 """
 from __future__ import annotations
 
+import csv
+import json
 import sys
 from pathlib import Path
 
-
-def metric_names(text: str) -> list[str]:
-    """`--metrics bleu,cider_d`, checked before any clip is captioned."""
-    import argparse
-
-    from audiocap.metrics import METRICS
-
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METRICS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown metric(s) {', '.join(unknown) or repr(text)}; "
-                                         f"choose from {', '.join(METRICS)}")
-    return names
+from audiocap.cli.args import check_output_folder, metric_list, positive_int
+from audiocap.options import PRECISIONS
 
 
 def configure_evaluate(parser) -> None:
-    from audiocap.cli import positive_int
-    from audiocap.transcribe import PRECISIONS  # a light module: torch is imported inside its functions
-
     parser.add_argument("--model", default=None, help="model file (default: the bundled model)")
     parser.add_argument("--captions", required=True, type=Path,
                         help="CSV file_name,caption_1..caption_N, or an AudioCaps CSV (youtube_id,caption)")
@@ -39,7 +27,7 @@ def configure_evaluate(parser) -> None:
     parser.add_argument("--out", type=Path, default=Path("evaluation"), help="output folder (default: ./evaluation)")
     parser.add_argument("--beam", type=positive_int(), default=3, help="beam size; 1 = greedy (default: 3)")
     parser.add_argument("--batch-size", type=positive_int(), default=8)
-    parser.add_argument("--metrics", type=metric_names, default=None,
+    parser.add_argument("--metrics", type=metric_list, default=None,
                         help="comma-separated metric names (default: those of audiocap.metrics.evaluate)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="score the clips whose audio exists and decodes; without it, any bad row is an error")
@@ -50,36 +38,33 @@ def configure_evaluate(parser) -> None:
 
 
 def run_evaluate(args) -> int:
-    import csv
-    import json
-
     from tqdm import tqdm
 
+    from audiocap.audio import audio_duration
+    from audiocap.caption import load_model
     from audiocap.data.datasets import load_dataset
     from audiocap.data.validate import check_items
-    from audiocap.errors import AudiocapError
+    from audiocap.errors import AudiocapError, check_not_too_long
     from audiocap.metrics import evaluate
-    from audiocap.transcribe import load_model
 
     # everything that can fail is checked before the clips are captioned (the long part)
-    check_out_dir(args.out)
+    check_output_folder(args.out, "--out")
     all_items = load_dataset(args.captions, args.audio_dir)
     items = check_items(all_items, args.skip_bad, progress=sys.stderr.isatty(), skip_hint="--skip-bad")
     pipeline = load_model(args.model, args.device, args.precision)
-    check_durations([it.audio_path for it in items], pipeline.max_seconds)
+    # the headers give the durations without decoding the audio
+    check_not_too_long({it.audio_path: audio_duration(it.audio_path) for it in items}, pipeline.max_seconds,
+                       f"this model captions at once ({pipeline.max_seconds:.1f} s)",
+                       f"evaluation scores whole clips: cut them into clips of at most {pipeline.max_seconds:.1f} s, "
+                       "or evaluate a model trained with a larger model.max_audio_frames")
     predictions = []
     with tqdm(total=len(items), unit="file", desc="captioning", file=sys.stderr) as progress:
         for start in range(0, len(items), args.batch_size):
             batch = items[start:start + args.batch_size]
             predictions += pipeline.caption([it.audio_path for it in batch], args.beam, args.batch_size)
             progress.update(len(batch))
-
     # the captions are written before scoring: a metric that fails (e.g. no Java for METEOR) loses none of them
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file_name", "caption_predicted"])
-        writer.writerows((it.key, caption) for it, caption in zip(items, predictions))
+    write_predictions(args.out / "predictions.csv", [it.key for it in items], predictions)
     try:
         scores = evaluate(predictions, [it.captions for it in items],
                           **({"metrics": args.metrics} if args.metrics else {}))
@@ -97,25 +82,10 @@ def run_evaluate(args) -> int:
     return 0
 
 
-def check_out_dir(out: Path) -> None:
-    from audiocap.errors import ConfigError
-
-    existing = next((p for p in (out, *out.parents) if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, not a folder; pass a folder for predictions.csv "
-                          "and scores.json")
-
-
-def check_durations(paths: list[Path], max_seconds: float) -> None:
-    """Evaluation captions every clip whole: one longer than the model covers fails here, before any is
-    captioned, rather than mid-run (the headers give the durations without decoding the audio)."""
-    from audiocap.audio import audio_duration
-    from audiocap.errors import DataError, first_few
-
-    too_long = sorted(((audio_duration(p), p) for p in paths), reverse=True)
-    too_long = [(seconds, p) for seconds, p in too_long if seconds > max_seconds]
-    if too_long:
-        listed = first_few((f"{p} ({seconds:.1f} s)" for seconds, p in too_long), 3)
-        raise DataError(f"{len(too_long)} clip(s) longer than this model captions at once ({max_seconds:.1f} s): "
-                        f"{listed}; evaluation scores whole clips: cut them into clips of at most "
-                        f"{max_seconds:.1f} s, or evaluate a model trained with a larger model.max_audio_frames")
+def write_predictions(path: Path, names: list[str], captions: list[str]) -> None:
+    """The DCASE submission format `file_name,caption_predicted`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file_name", "caption_predicted"])
+        writer.writerows(zip(names, captions))

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from audiocap.cli import positive_int
+from audiocap.cli.args import positive_int
 
 
 def configure_encoders(parser: argparse.ArgumentParser) -> None:
@@ -34,10 +34,10 @@ def configure_tag(parser: argparse.ArgumentParser) -> None:
 
 
 def run_tag(args: argparse.Namespace) -> int:
-    import torch
+    import torch  # here: `audiocap encoders` answers without loading PyTorch
 
-    from audiocap.encoders import create_encoder
     from audiocap.audio import display_path
+    from audiocap.encoders import create_encoder
     from audiocap.encoders.panns import audioset_labels
     from audiocap.errors import AudioLoadError
 

@@ -1,0 +1,50 @@
+"""`audiocap download TARGET`: datasets and checkpoints (audiocap.download) and the SPICE jars
+(audiocap.metrics.spice.download_spice)."""
+from __future__ import annotations
+
+import argparse
+import os
+import urllib.parse
+from pathlib import Path
+
+from audiocap.cli.args import check_output_folder
+from audiocap.download import BASE_URL_ENV, DEFAULT_BASE_URL, TARGETS, download_clotho, download_record
+from audiocap.errors import DownloadError
+from audiocap.metrics.spice import default_spice_home, download_spice  # numpy only: no PyTorch
+
+
+def configure_download(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", choices=[*TARGETS, "spice"], help="what to download")
+    parser.add_argument("--dest", type=Path, help="destination folder (default: ~/.cache/audiocap/TARGET; "
+                                                  "for spice, $AUDIOCAP_SPICE_HOME if set)")
+    parser.add_argument("--base-url", help=f"mirror or proxy to download from (default: ${BASE_URL_ENV}, "
+                                           f"else {DEFAULT_BASE_URL} for datasets and checkpoints)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def check_base_url(base_url: str, source: str) -> None:
+    """An http(s) URL with a host; `source` names where it came from (the option or the variable)."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(f"{source} {base_url!r} is not an http(s) URL; give the mirror's address, "
+                            f"e.g. {DEFAULT_BASE_URL} or http://host:port/path")
+
+
+def run_download(args: argparse.Namespace) -> int:
+    base_url = args.base_url or os.environ.get(BASE_URL_ENV)
+    if base_url:
+        check_base_url(base_url, "--base-url" if args.base_url else f"${BASE_URL_ENV}")
+    if args.target == "spice":  # jars come from their own hosts unless a mirror is given
+        dest = args.dest or default_spice_home()
+        check_output_folder(dest, "--dest")
+        dest = download_spice(dest, base_url)
+    else:
+        dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
+        check_output_folder(dest, "--dest")
+        base_url = base_url or DEFAULT_BASE_URL
+        if args.target == "clotho":
+            download_clotho(dest, base_url, progress=not args.no_progress)
+        else:
+            download_record(TARGETS[args.target], dest, base_url, progress=not args.no_progress)
+    print(f"{args.target}: verified in {dest}")
+    return 0
