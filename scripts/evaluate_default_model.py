@@ -60,14 +60,28 @@ def judge(caption: str, true_classes: list[str], classes: dict) -> dict:
     return {"named": named, "invented": sorted(invented)}
 
 
-def heldout_report(predictions: dict[str, str], data: Path, classes: dict) -> dict:
+def training_classes(data: Path, shared: Path, source_lists: Path) -> set[str]:
+    """The classes of the single-source training clips (their file names, mapped back through
+    the source lists and ESC-50's metadata)."""
+    with open(shared / "esc50" / "meta" / "esc50.csv", newline="") as f:
+        names = {Path(row["filename"]).with_suffix(".flac").name: row["category"] for row in csv.DictReader(f)}
+    instruments = cap.yaml.safe_load((cap.RECIPES / "everyday_classes.yaml").read_text())["instruments"]
+    names |= {clip.name: clip.cls for clip in sources.load_source_clips(source_lists, instruments)}
+    train = load_captions_csv(data / "train.csv", data / "audio" / "train")
+    return {names[it.key] for it in train if it.key in names}
+
+
+def heldout_report(predictions: dict[str, str], data: Path, classes: dict, trained: set[str]) -> dict:
+    """Rates on held-out clips of trained classes; clips of a class with no training clip (a
+    Berklee name whose every take was held out) are counted apart as `unseen_class`."""
     with open(data / "heldout_sources.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    by_category, report = defaultdict(list), {"single": defaultdict(list), "mixture": defaultdict(list)}
+    by_category, report = defaultdict(list), {"single": defaultdict(list), "mixture": defaultdict(list),
+                                              "unseen_class": defaultdict(list)}
     for row in rows:
         true = row["classes"].split(";")
         verdict = judge(predictions[row["file_name"]], true, classes)
-        kind = "single" if row["kind"] == "single" else "mixture"
+        kind = "unseen_class" if set(true) - trained else "single" if row["kind"] == "single" else "mixture"
         report[kind]["hit"].append(bool(verdict["named"]))
         report[kind]["all_named"].append(len(verdict["named"]) == len(true))
         report[kind]["invented"].append(bool(verdict["invented"]))
@@ -79,12 +93,12 @@ def heldout_report(predictions: dict[str, str], data: Path, classes: dict) -> di
     return summary
 
 
-def clotho_clips(shared: Path, mirrors: Path, raw: Path) -> list:
+def clotho_clips(shared: Path, source_lists: Path, mirrors: Path, raw: Path) -> list:
     """The 17 Clotho validation clips with audio here, with their 5 captions."""
     items = {it.key: it for it in load_captions_csv(shared / "clotho" / "clotho_captions_validation.csv",
                                                    shared / "clotho" / "audio" / "validation")}
     present = [it for it in items.values() if it.audio_path.is_file()]
-    repo, commit, rows = sources.read_list(shared.parent / "sources" / "mumbert+automatic-audio-captioning.tsv")
+    repo, commit, rows = sources.read_list(source_lists / "mumbert+automatic-audio-captioning.tsv")
     for row in rows:
         name = row["label"].split(":", 2)[2]
         if name in items and not items[name].audio_path.is_file() and name not in {it.key for it in present}:
@@ -134,14 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (with model.safetensors) or model files")
     parser.add_argument("--data", type=Path, default=Path("data/default"))
     parser.add_argument("--shared", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--sources", type=Path, default=Path("../shared/sources"), help="the source lists (*.tsv)")
     parser.add_argument("--mirrors", type=Path, default=Path("/work/.mirror"))
     parser.add_argument("--previous", type=Path, help="the previous bundled model, for the Clotho comparison")
     parser.add_argument("--out", type=Path, default=Path("runs/evaluation.json"))
     args = parser.parse_args(argv)
 
     classes = cap.load_classes()
+    trained = training_classes(args.data, args.shared, args.sources)
     heldout = load_captions_csv(args.data / "heldout.csv", args.data / "audio" / "heldout")
-    clotho = clotho_clips(args.shared, args.mirrors, args.data / "raw")
+    clotho = clotho_clips(args.shared, args.sources, args.mirrors, args.data / "raw")
     references = [it.captions for it in clotho]
     sentence_model = load_sentence_model()
     fixed = best_fixed_sentence(references, caption_pool(args.shared), sentence_model)
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         report.setdefault("clotho_captions", {})[name] = dict(zip([it.key for it in clotho], predictions))
         if name != "previous bundled model":
             captions = dict(zip([it.key for it in heldout], caption_with(path, [it.audio_path for it in heldout])))
-            report.setdefault("heldout", {})[name] = heldout_report(captions, args.data, classes)
+            report.setdefault("heldout", {})[name] = heldout_report(captions, args.data, classes, trained)
             (path.parent / "heldout_predictions.json").write_text(json.dumps(captions, indent=1) + "\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
