@@ -281,3 +281,17 @@ def test_bad_json_never_escapes_as_html(server):
     """Even an error FastAPI raises itself is JSON."""
     answer = httpx.post(f"{server.url}/v1/model")
     assert answer.status_code == 405 and json.loads(answer.text)["error"]
+
+
+def test_an_upload_cut_off_midway_leaves_no_file(server, pipeline, esc50):
+    audio = esc50[0].read_bytes()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as connection:
+        connection.sendall(b"POST /v1/caption HTTP/1.1\r\nHost: test\r\nContent-Type: audio/flac\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(audio) + audio[:len(audio) // 2])
+        time.sleep(0.5)  # the server has started receiving the upload
+    deadline = time.monotonic() + 10
+    while os.listdir(server.app.state.upload_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert_no_uploads_left(server.app)
+    assert post_file(server.url, esc50[0]).json()["caption"] == pipeline.caption(esc50[0])[0]

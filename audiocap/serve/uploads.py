@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 import numpy as np
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import ClientDisconnect
 
 from audiocap.audio import display_path, stream_audio
 from audiocap.errors import AudioLoadError
@@ -81,14 +82,17 @@ async def receive_upload(request, file: BinaryIO, max_bytes: int) -> tuple[str, 
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     form = MultipartForm(file, max_bytes, params.get(b"boundary")) if content_type == b"multipart/form-data" else None
     written = 0
-    async for chunk in request.stream():
-        if form is not None:
-            form.write(chunk)
-        else:
-            written += len(chunk)
-            if written > max_bytes:
-                raise too_large(max_bytes)
-            file.write(chunk)
+    try:
+        async for chunk in request.stream():
+            if form is not None:
+                form.write(chunk)
+            else:
+                written += len(chunk)
+                if written > max_bytes:
+                    raise too_large(max_bytes)
+                file.write(chunk)
+    except ClientDisconnect:  # nobody reads the answer; the status is for the log
+        raise RequestError(400, "the client went away during the upload") from None
     if form is not None:
         form.finish()
         name, written = form.file_name, form.file_bytes
