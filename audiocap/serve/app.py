@@ -67,6 +67,7 @@ def create_app(
     gets 503 with Retry-After. A request gets `request_timeout` seconds in all (504 after)."""
     batcher = CaptionBatcher(pipeline, max_pending, max_batch_clips, collect_seconds)
     model = describe_model(pipeline, model_path)
+    captions = CaptionRequests(pipeline, batcher, model["name"], max_upload_bytes, max_audio_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -109,41 +110,61 @@ def create_app(
         """Caption one recording: `{caption, confidence, alternatives, duration_seconds, segments, model}`."""
         try:
             with batcher.slot(), anyio.fail_after(request_timeout):
-                return JSONResponse(await caption_request(request))
+                return JSONResponse(await captions.answer(request))
         except QueueFull as full:
             return JSONResponse({"error": str(full)}, 503, headers={"Retry-After": str(full.retry_after)})
         except TimeoutError:
             return JSONResponse({"error": f"not captioned within this server's time limit ({request_timeout:g} s); "
                                           "retry, or send a shorter recording"}, 504)
 
-    async def caption_request(request: Request) -> dict:
+    app.include_router(v1)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+class CaptionRequests:
+    """POST /v1/caption: the upload received and decoded, its clip and windows captioned through the batcher."""
+
+    def __init__(self, pipeline, batcher: CaptionBatcher, model_name: str, max_upload_bytes: int,
+                 max_audio_seconds: float):
+        self.pipeline, self.batcher, self.model_name = pipeline, batcher, model_name
+        self.max_upload_bytes, self.max_audio_seconds = max_upload_bytes, max_audio_seconds
+
+    async def answer(self, request: Request) -> dict:
+        pipeline = self.pipeline
         max_segment = pipeline.max_seconds / 1.5  # a last window may be 1.5 windows long (segment_bounds)
         parse_options(dict(request.query_params), {}, max_segment)  # a bad option is refused before the upload
         fd, path = tempfile.mkstemp(suffix=".upload", dir=request.app.state.upload_dir)
         try:
             with os.fdopen(fd, "wb") as file:
-                name, form = await receive_upload(request, file, max_upload_bytes)
+                name, form = await receive_upload(request, file, self.max_upload_bytes)
             options = parse_options(dict(request.query_params), form, max_segment)
-            limit, fix = duration_limit(options)
+            limit, fix = self.duration_limit(options)
             waveform = await anyio.to_thread.run_sync(decode_upload, path, name, pipeline.sample_rate, limit, fix)
         finally:
             with suppress(FileNotFoundError):
                 os.unlink(path)
-        return await caption_waveform(waveform, options)
+        return await self.caption(waveform, options)
 
-    def duration_limit(options: CaptionOptions) -> tuple[float, str]:
-        if options.segment is None and pipeline.max_seconds < max_audio_seconds:
-            return pipeline.max_seconds, "the model captions at most that at once: send segment=10 for a caption " \
-                                         "per 10 s window"
-        return max_audio_seconds, "this server takes at most that per request: send the recording in parts"
+    def duration_limit(self, options: CaptionOptions) -> tuple[float, str]:
+        if options.segment is None and self.pipeline.max_seconds < self.max_audio_seconds:
+            return self.pipeline.max_seconds, "the model captions at most that at once: send segment=10 for a " \
+                                              "caption per 10 s window"
+        return self.max_audio_seconds, "this server takes at most that per request: send the recording in parts"
 
-    async def caption_waveform(waveform, options: CaptionOptions) -> dict:
-        rate, duration = pipeline.sample_rate, len(waveform) / pipeline.sample_rate
+    async def caption(self, waveform, options: CaptionOptions) -> dict:
+        rate, max_seconds = self.pipeline.sample_rate, self.pipeline.max_seconds
+        duration = len(waveform) / rate
         windows = [(0, len(waveform))] if options.segment is None else \
             segment_bounds(len(waveform), options.segment, rate)
-        whole = duration <= pipeline.max_seconds  # a recording too long for one caption has only its windows
+        whole = duration <= max_seconds  # a recording too long for one caption has only its windows
         pieces = ([waveform] if whole else []) + ([waveform[a:b] for a, b in windows] if len(windows) > 1 else [])
-        future = batcher.submit(pieces, options.beam_size, options.n_best)
+        future = self.batcher.submit(pieces, options.beam_size, options.n_best)
         try:
             results = await asyncio.wrap_future(future)
         except AudiocapError as err:
@@ -156,17 +177,8 @@ def create_app(
             "alternatives": overall.alternatives if overall else None,
             "duration_seconds": round(duration, 3),
             "segments": [segment_json(a / rate, b / rate, r) for (a, b), r in zip(windows, window_results)],
-            "model": model["name"],
+            "model": self.model_name,
         }
-
-    app.include_router(v1)
-
-    @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return app
 
 
 def segment_json(start: float, end: float, result: CaptionResult) -> dict:
