@@ -9,7 +9,9 @@ covers are captioned window by window (`caption_segments`, `--segment`).
 """
 from __future__ import annotations
 
+import math
 import numbers
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
@@ -18,7 +20,7 @@ import torch
 
 from audiocap import model_file
 from audiocap.audio import as_waveform, display_path, load_audio
-from audiocap.decoding import DecodingOptions, decode
+from audiocap.decoding import DecodingOptions, decode_n_best
 from audiocap.errors import AudiocapError, AudioLoadError, CheckpointError, check_not_too_long
 from audiocap.options import MAX_BEAM_SIZE, PRECISIONS
 from audiocap.quantize import precision_available, prepare_decoder
@@ -37,6 +39,17 @@ class Segment(NamedTuple):
     start: float  # seconds from the start of the recording
     end: float
     caption: str
+
+
+@dataclass
+class CaptionResult:
+    caption: str
+    # exp(log_prob / n_tokens): the geometric mean of the probabilities of the caption's tokens, its final <eos>
+    # included, under the distribution decoding samples from (bans applied), in (0, 1]
+    confidence: float
+    alternatives: list[str]  # the n best captions, best first: alternatives[0] == caption
+    start: float | None = None  # for a window of a recording (caption_segment_results): seconds from its start
+    end: float | None = None
 
 
 class CaptioningPipeline:
@@ -67,14 +80,20 @@ class CaptioningPipeline:
         Arrays: 1-D (mono), numpy or torch; float samples are used as they are, integer PCM is scaled to
         [-1, 1) as soundfile reads it (int16 / 32768, int32 / 2 ** 31, uint8 -> (x - 128) / 128).
         An empty input, or one with NaN/inf samples, raises AudiocapError naming it (path, or input index)."""
-        check_decoding_sizes(beam_size, batch_size)
+        return [r.caption for r in self.caption_results(paths_or_arrays, beam_size, batch_size, **decoding_options)]
+
+    def caption_results(
+        self, paths_or_arrays, beam_size: int = 3, batch_size: int = 8, n_best: int = 1, **decoding_options,
+    ) -> list[CaptionResult]:
+        """As `caption`, with each caption's confidence and the `n_best` (at most `beam_size`) best captions."""
+        check_decoding_sizes(beam_size, batch_size, n_best)
         inputs = as_input_list(paths_or_arrays)
-        captions = []
+        results = []
         for start in range(0, len(inputs), batch_size):
             batch = enumerate(inputs[start:start + batch_size], start)
             waveforms = [self.load(x, name=input_name(x, i)) for i, x in batch]
-            captions += self.caption_waveforms(waveforms, beam_size, **decoding_options)
-        return captions
+            results += self.caption_waveform_results(waveforms, beam_size, n_best, **decoding_options)
+        return results
 
     def caption_segments(
         self, paths_or_arrays, segment_seconds: float = 10.0, beam_size: int = 3, batch_size: int = 8,
@@ -82,19 +101,29 @@ class CaptioningPipeline:
     ) -> list[list[Segment]]:
         """Per input, the captions of its consecutive `segment_seconds` windows (a last piece shorter than
         half a window joins the window before it), for recordings of any length."""
+        results = self.caption_segment_results(paths_or_arrays, segment_seconds, beam_size, batch_size,
+                                               **decoding_options)
+        return [[Segment(r.start, r.end, r.caption) for r in windows] for windows in results]
+
+    def caption_segment_results(
+        self, paths_or_arrays, segment_seconds: float = 10.0, beam_size: int = 3, batch_size: int = 8,
+        n_best: int = 1, **decoding_options,
+    ) -> list[list[CaptionResult]]:
+        """As `caption_segments`, each window's caption with its start, end, confidence and n best captions."""
         self.check_segment(segment_seconds)
-        check_decoding_sizes(beam_size, batch_size)
-        captions = []
+        check_decoding_sizes(beam_size, batch_size, n_best)
+        results = []
         for i, x in enumerate(as_input_list(paths_or_arrays)):
             waveform = self.load(x, check_length=False, name=input_name(x, i))
             windows = segment_bounds(len(waveform), segment_seconds, self.sample_rate)
-            texts = []
+            window_results = []
             for start in range(0, len(windows), batch_size):
                 pieces = [waveform[a:b] for a, b in windows[start:start + batch_size]]
-                texts += self.caption_waveforms(pieces, beam_size, **decoding_options)
-            captions.append([Segment(a / self.sample_rate, b / self.sample_rate, text)
-                             for (a, b), text in zip(windows, texts)])
-        return captions
+                window_results += self.caption_waveform_results(pieces, beam_size, n_best, **decoding_options)
+            for (a, b), result in zip(windows, window_results):
+                result.start, result.end = a / self.sample_rate, b / self.sample_rate
+            results.append(window_results)
+        return results
 
     def load(self, path_or_array, check_length: bool = True, name: str | None = None):
         """A mono float32 waveform at `self.sample_rate` from a path or an array (see `caption`); AudiocapError
@@ -124,16 +153,23 @@ class CaptioningPipeline:
     def caption_waveforms(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
         """Caption mono waveforms (each (N_i,) at `self.sample_rate`), in padded batches of at most
         BATCH_AUDIO_SECONDS of audio."""
+        return [r.caption for r in self.caption_waveform_results(waveforms, beam_size, **decoding_options)]
+
+    def caption_waveform_results(
+        self, waveforms: list, beam_size: int = 3, n_best: int = 1, **decoding_options,
+    ) -> list[CaptionResult]:
+        """As `caption_waveforms`, with confidences and the `n_best` best captions."""
         limit = int(BATCH_AUDIO_SECONDS * self.sample_rate)
-        captions, batch = [], []
+        results, batch = [], []
         for waveform in waveforms:
             if batch and (len(batch) + 1) * max(len(waveform), *map(len, batch)) > limit:
-                captions += self.caption_batch(batch, beam_size, **decoding_options)
+                results += self.caption_batch(batch, beam_size, n_best, **decoding_options)
                 batch = []
             batch.append(waveform)
-        return captions + (self.caption_batch(batch, beam_size, **decoding_options) if batch else [])
+        return results + (self.caption_batch(batch, beam_size, n_best, **decoding_options) if batch else [])
 
-    def caption_batch(self, waveforms: list, beam_size: int = 3, **decoding_options) -> list[str]:
+    def caption_batch(self, waveforms: list, beam_size: int = 3, n_best: int = 1,
+                      **decoding_options) -> list[CaptionResult]:
         """Caption one batch of mono waveforms: encode each as if alone (a clip of more than CHUNK_SECONDS in
         chunks), pad the frames, then beam search."""
         with torch.inference_mode():
@@ -142,8 +178,15 @@ class CaptioningPipeline:
             frame_lengths = torch.tensor([len(f) for f in clips], device=self.device)  # (B,)
             memory, memory_mask = self.captioner.encode(frames, frame_lengths)  # (B,T,d), (B,T)
             options = DecodingOptions(beam_size=beam_size, **{**USER_DECODING_DEFAULTS, **decoding_options})
-            results = decode(self.captioner, memory, memory_mask, self.tokenizer, options)
-        return [r.text for r in results]
+            n_best_results = decode_n_best(self.captioner, memory, memory_mask, self.tokenizer, options, n_best)
+        return [caption_result(clip_results) for clip_results in n_best_results]
+
+
+def caption_result(n_best_results: list) -> CaptionResult:
+    """A clip's CaptionResult from its decoding.DecodingResult list, best first."""
+    best = n_best_results[0]
+    return CaptionResult(caption=best.text, confidence=math.exp(best.log_prob / best.n_tokens),
+                         alternatives=[r.text for r in n_best_results])
 
 
 def as_input_list(paths_or_arrays) -> list:
@@ -165,9 +208,10 @@ def input_name(path_or_array, index: int) -> str | None:
     return None if isinstance(path_or_array, (str, Path)) else f"input {index}"
 
 
-def check_decoding_sizes(beam_size, batch_size) -> None:
+def check_decoding_sizes(beam_size, batch_size, n_best=1) -> None:
     check_count(beam_size, "beam_size", MAX_BEAM_SIZE)
     check_count(batch_size, "batch_size")
+    check_count(n_best, "n_best (captions kept per clip, at most beam_size)", beam_size)
 
 
 def check_count(value, name: str, maximum: int | None = None) -> int:

@@ -2,6 +2,7 @@
 
     memory, memory_mask = model.encode(frames, frame_lengths)
     results = decode(model, memory, memory_mask, tokenizer, DecodingOptions(beam_size=3))
+    n_best = decode_n_best(model, memory, memory_mask, tokenizer, DecodingOptions(beam_size=3), n_best=3)
 
 Every step feeds only the newest token: the decoder's self-attention keys/values of earlier tokens and the
 cross-attention keys/values of the memory live in a `KVCache` (the latter projected once per clip).
@@ -62,6 +63,11 @@ class DecodingResult:
     text: str
     tokens: list[int]  # word ids, without <bos>/<eos>
     log_prob: float  # sum of the log-probabilities of the words and the final <eos>
+
+    @property
+    def n_tokens(self) -> int:
+        """How many log-probabilities `log_prob` sums: the words and the final <eos>."""
+        return len(self.tokens) + 1
 
 
 class LogitFilter:
@@ -136,7 +142,7 @@ class GreedyDecoder:
     def __init__(self, model: AudioCaptioner, tokenizer: Tokenizer, logit_filters: list[LogitFilter], max_length: int):
         self.model, self.tokenizer, self.logit_filters, self.max_length = model, tokenizer, logit_filters, max_length
 
-    def run(self, memory: Tensor, memory_mask: Tensor) -> list[tuple[list[int], float]]:
+    def run(self, memory: Tensor, memory_mask: Tensor) -> list[list[tuple[list[int], float]]]:
         eos = self.tokenizer.eos
         n_audio = memory.shape[0]
         tokens = torch.full((n_audio, 1), self.tokenizer.bos, device=memory.device)  # (B, t)
@@ -158,7 +164,7 @@ class GreedyDecoder:
                 break
 
         words = [strip_to_words(row, eos) for row in tokens.tolist()]
-        return list(zip(words, sum_logprobs.tolist()))
+        return [[hypothesis] for hypothesis in zip(words, sum_logprobs.tolist())]
 
 
 class BeamSearchDecoder:
@@ -173,7 +179,8 @@ class BeamSearchDecoder:
         self.model, self.tokenizer, self.logit_filters, self.max_length = model, tokenizer, logit_filters, max_length
         self.beam_size, self.length_penalty = beam_size, length_penalty
 
-    def run(self, memory: Tensor, memory_mask: Tensor) -> list[tuple[list[int], float]]:
+    def run(self, memory: Tensor, memory_mask: Tensor) -> list[list[tuple[list[int], float]]]:
+        """Per clip, its `beam_size` finished hypotheses (words, summed log-prob), best ranking score first."""
         eos, K, device = self.tokenizer.eos, self.beam_size, memory.device
         n_audio = memory.shape[0]
         # Row i*K + k is beam k of clip i. The memory keeps one row per clip: the decoder lets the K rows of a
@@ -220,7 +227,8 @@ class BeamSearchDecoder:
             if source_rows != list(range(n_audio * K)):
                 kv_cache.reorder_beams(torch.tensor(source_rows, device=device))
 
-        return [max(hypotheses, key=self.ranking_score) for hypotheses in finished]
+        # sorted() is stable, so the first of equally ranked hypotheses stays first (as max() would pick it)
+        return [sorted(hypotheses, key=self.ranking_score, reverse=True) for hypotheses in finished]
 
     def ranking_score(self, hypothesis: tuple[list[int], float]) -> float:
         words, log_prob = hypothesis
@@ -270,6 +278,18 @@ def decode(
     options: DecodingOptions = DecodingOptions(),
 ) -> list[DecodingResult]:
     """One caption per clip. Put the model in eval mode first (dropout would make decoding random)."""
+    return [results[0] for results in decode_n_best(model, memory, memory_mask, tokenizer, options, n_best=1)]
+
+
+@torch.inference_mode()
+def decode_n_best(
+    model: AudioCaptioner, memory: Tensor, memory_mask: Tensor, tokenizer: Tokenizer,
+    options: DecodingOptions = DecodingOptions(), n_best: int = 1,
+) -> list[list[DecodingResult]]:
+    """Per clip, the `n_best` (at most `options.beam_size`) finished beams, best ranking score first: the
+    first is the caption `decode` gives. They are distinct token sequences."""
+    if not 1 <= n_best <= options.beam_size:
+        raise ValueError(f"n_best must be from 1 to the beam size ({options.beam_size}), not {n_best}")
     model_limit = model.dims.max_caption_tokens - 1  # <bos> takes one of the decoder's positions
     max_length = model_limit if options.max_length is None else min(options.max_length, model_limit)
     logit_filters = build_logit_filters(tokenizer, options, max_length)
@@ -280,6 +300,7 @@ def decode(
     with decoding_threads(memory.device, memory.shape[0] * options.beam_size):
         hypotheses = decoder.run(memory, memory_mask)
     return [
-        DecodingResult(text=tokenizer.decode(words), tokens=words, log_prob=log_prob)
-        for words, log_prob in hypotheses
+        [DecodingResult(text=tokenizer.decode(words), tokens=words, log_prob=log_prob)
+         for words, log_prob in clip_hypotheses[:n_best]]
+        for clip_hypotheses in hypotheses
     ]

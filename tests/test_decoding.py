@@ -27,7 +27,7 @@ def run(decoder_class, model, memory, memory_mask, **kwargs):
     max_length = model.dims.max_caption_tokens - 1
     decoder = decoder_class(model, TOKENIZER, build_logit_filters(TOKENIZER, options, max_length), max_length, **kwargs)
     with torch.no_grad():
-        return decoder.run(memory, memory_mask)
+        return [hypotheses[0] for hypotheses in decoder.run(memory, memory_mask)]  # the best of each clip
 
 
 def sequence_log_prob(model, memory, memory_mask, words) -> float:

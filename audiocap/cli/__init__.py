@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("audiocap.cli.validate", "check a captions CSV and its audio before training"),
     "encoders": ("audiocap.cli.encoders", "list the available audio encoders"),
     "tag": ("audiocap.cli.encoders", "AudioSet tags of audio files (PANNs)"),
+    "serve": ("audiocap.cli.serve", "an HTTP API and web page for captioning (needs the serve extra)"),
 }
 
 

@@ -20,6 +20,9 @@ def configure_caption(parser) -> None:
     parser.add_argument("--beam", type=positive_int(MAX_BEAM_SIZE), default=3,
                         help=f"beam size, 1 (greedy) to {MAX_BEAM_SIZE} (default: 3)")
     parser.add_argument("--batch-size", type=positive_int(), default=8, help="clips captioned together (default: 8)")
+    parser.add_argument("--n-best", type=positive_int(MAX_BEAM_SIZE), default=1, metavar="K",
+                        help="write the K best captions of each clip, best first (K at most --beam; csv: columns "
+                        "caption_predicted_1..K, json: a list `captions`)")
     parser.add_argument("--segment", type=float, default=None, metavar="SECONDS",
                         help="caption each file in consecutive windows of SECONDS (for long recordings); "
                         "csv/json then give start and end times")
@@ -54,20 +57,23 @@ def caption_files(args) -> int:
     from audiocap.caption import BATCH_AUDIO_SECONDS, load_model, segment_bounds
     from audiocap.errors import AudiocapError
 
+    if args.n_best > args.beam:  # before the model loads
+        raise AudiocapError(f"--n-best {args.n_best} is more than --beam {args.beam}: beam search keeps {args.beam} "
+                            f"captions per clip; raise --beam to at least {args.n_best} or lower --n-best")
     files, failed = find_audio_files(args.inputs)
     if not files:
         raise AudiocapError("no audio to caption; give audio files or folders that contain " + "/".join(AUDIO_EXTENSIONS))
     pipeline = load_model(args.model, args.device, args.precision)
     if args.segment is not None:
         pipeline.check_segment(args.segment)
-    output = CaptionWriter(args.format, segments=args.segment is not None)
+    output = CaptionWriter(args.format, segments=args.segment is not None, n_best=args.n_best)
     pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
     progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)
 
     def caption_pending() -> None:
-        captions = pipeline.caption_waveforms([entry[3] for entry in pending], args.beam)
-        for (path, start, end, _, last), caption in zip(pending, captions):
-            output.write(path, start, end, caption)
+        results = pipeline.caption_waveform_results([entry[3] for entry in pending], args.beam, args.n_best)
+        for (path, start, end, _, last), result in zip(pending, results):
+            output.write(path, start, end, result)
             progress.update(last)
         pending.clear()
 
@@ -95,33 +101,37 @@ def caption_files(args) -> int:
 
 
 class CaptionWriter:
-    """Prints captions as they come (text, csv) or at the end (json)."""
+    """Prints captions as they come (text, csv) or at the end (json); with n_best > 1, the n best of each clip."""
 
-    def __init__(self, fmt: str, segments: bool):
-        self.format, self.segments, self.results = fmt, segments, []
+    def __init__(self, fmt: str, segments: bool, n_best: int = 1):
+        self.format, self.segments, self.n_best, self.results = fmt, segments, n_best, []
         if fmt == "csv":
             times = ["start_seconds", "end_seconds"] if segments else []
-            print(",".join(["file_name", *times, "caption_predicted"]), flush=True)
+            columns = [f"caption_predicted_{k}" for k in range(1, n_best + 1)] if n_best > 1 else ["caption_predicted"]
+            print(",".join(["file_name", *times, *columns]), flush=True)
 
-    def write(self, path: Path, start: float, end: float, caption: str) -> None:
+    def write(self, path: Path, start: float, end: float, result) -> None:
+        """`result`: an audiocap.caption.CaptionResult."""
         from tqdm import tqdm
 
         from audiocap.audio import display_path
 
         if self.format == "json":  # json.dumps escapes any name (non-UTF-8 bytes too: os.fsencode gets them back)
             self.results.append({"file": str(path), **({"start": start, "end": end} if self.segments else {}),
-                                 "caption": caption})
+                                 "caption": result.caption, "confidence": round(result.confidence, 6),
+                                 **({"captions": result.alternatives} if self.n_best > 1 else {})})
         elif self.format == "csv":
             line = io.StringIO()
             times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
             # csv quotes a field holding a character of the line terminator, so keep "\n" there (an empty one let a
             # name with a newline through unquoted) and cut it off: tqdm.write adds its own
-            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, caption])
+            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, *result.alternatives])
             tqdm.write(line.getvalue()[:-1], file=sys.stdout)
         else:  # one line per caption: control characters of a name (a newline...) are shown escaped
             name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], display_path(path))
             times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
-            tqdm.write(f"{name}{times}: {caption}", file=sys.stdout)
+            for k, caption in enumerate(result.alternatives, 1):  # with n_best > 1: `name #k: caption`
+                tqdm.write(f"{name}{times}{f' #{k}' if self.n_best > 1 else ''}: {caption}", file=sys.stdout)
         sys.stdout.flush()  # as they come, also through a pipe (`| tee`), and a closed pipe is noticed at once
 
     def close(self) -> None:
