@@ -38,13 +38,21 @@ def describe_model(pipeline, path: Path | None) -> dict:
 
 
 def model_card_sections(text: str) -> dict[str, str]:
-    """The card's paragraphs that open with a bold title (`**What it does well.** ...`), by title; tables and
-    untitled paragraphs are left out."""
-    sections = {}
+    """The card's paragraphs that open with a bold title (`**What it is.** ...`), and the prose of its
+    `## ` sections (`## What it knows`), by title; tables are left out."""
+    sections: dict[str, str] = {}
+    heading = None
     for paragraph in re.split(r"\n\s*\n", text):
-        match = re.match(r"\*\*([^*]+?)\.?\*\*\s*(.*)", paragraph.strip(), re.S)
+        paragraph = paragraph.strip()
+        if paragraph.startswith("## "):
+            heading = paragraph[3:].strip()
+            continue
+        match = re.match(r"\*\*([^*]+?)\.?\*\*\s*(.*)", paragraph, re.S)
         if match and match.group(2):
             sections[match.group(1)] = " ".join(match.group(2).split())
+        elif heading and paragraph and not paragraph.startswith(("|", "#")):
+            prose = " ".join(paragraph.split())  # a section's paragraphs stay apart: "\n\n" between them
+            sections[heading] = f"{sections[heading]}\n\n{prose}" if heading in sections else prose
     return sections
 
 
