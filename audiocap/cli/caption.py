@@ -51,7 +51,7 @@ def caption_files(args) -> int:
     from tqdm import tqdm
 
     from audiocap.audio import AUDIO_EXTENSIONS, find_audio_files
-    from audiocap.caption import BATCH_AUDIO_SECONDS, load_model, segment_bounds
+    from audiocap.caption import BATCH_AUDIO_SECONDS, load_model
     from audiocap.errors import AudiocapError
 
     files, failed = find_audio_files(args.inputs)
@@ -75,23 +75,28 @@ def caption_files(args) -> int:
     batch_limit = BATCH_AUDIO_SECONDS * rate
     for path in files:
         try:  # a bad or too long file is reported and skipped; the others go on
-            waveform = pipeline.load(path, check_length=args.segment is None)
+            for a, b, waveform, last in file_windows(pipeline, path, args.segment):
+                pending.append((path, a / rate, b / rate, waveform, last))
+                if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
+                    caption_pending()
         except AudiocapError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
             progress.update(1)
-            continue
-        windows = [(0, len(waveform))] if args.segment is None else \
-            segment_bounds(len(waveform), args.segment, rate)
-        for i, (a, b) in enumerate(windows):
-            pending.append((path, a / rate, b / rate, waveform[a:b], i == len(windows) - 1))
-            if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
-                caption_pending()
     if pending:
         caption_pending()
     progress.close()
     output.close()
     return 1 if failed else 0
+
+
+def file_windows(pipeline, path: Path, segment_seconds: float | None):
+    """(start, end, waveform, last?) of the windows `caption` captions: the whole file, or its segments (decoded a
+    window at a time)."""
+    if segment_seconds is not None:
+        return pipeline.segment_windows(path, segment_seconds)
+    waveform = pipeline.load(path)
+    return [(0, len(waveform), waveform, True)]
 
 
 class CaptionWriter:
