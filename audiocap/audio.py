@@ -324,6 +324,13 @@ def audio_duration(path: str | Path) -> float:
         return f.frames / f.samplerate
 
 
+def scan_audio(path: str | Path) -> int:
+    """Decode a whole file block by block, keeping nothing, and check every sample (as `load_audio` does);
+    returns its number of frames. Memory does not grow with the file's length."""
+    with _open(path) as f:
+        return sum(len(block) for block in _mono_blocks(f, path, math.inf))
+
+
 def load_audio(path: str | Path, sample_rate: int | None = None, max_seconds: float | None = None) -> np.ndarray:
     """Decode a whole file to a float32 mono waveform (N,), resampled to `sample_rate` if given.
 
