@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from audiocap.cli.args import positive_int
@@ -25,6 +26,8 @@ def configure_caption(parser) -> None:
                         "csv/json then give start and end times")
     parser.add_argument("--format", choices=("text", "json", "csv"), default="text",
                         help="text: `file: caption` lines; csv: DCASE `file_name,caption_predicted`; json: a list")
+    parser.add_argument("--spreadsheet-safe", action="store_true",
+                        help="csv: prefix a ' to cells starting with = + - @ (spreadsheets would run them as formulas)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="decoder weights: auto = fp16 on CPU (same captions as fp32 on our held-out clips, "
@@ -60,7 +63,8 @@ def caption_files(args) -> int:
     pipeline = load_model(args.model, args.device, args.precision)
     if args.segment is not None:
         pipeline.check_segment(args.segment)
-    output = CaptionWriter(args.format, segments=args.segment is not None)
+    output = CaptionWriter(args.format, segments=args.segment is not None, names=output_names(args.inputs, files),
+                           spreadsheet_safe=args.spreadsheet_safe)
     pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
     progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)
 
@@ -99,11 +103,31 @@ def file_windows(pipeline, path: Path, segment_seconds: float | None):
     return [(0, len(waveform), waveform, True)]
 
 
+def output_names(inputs: list[str], files: list[Path]) -> dict[Path, str]:
+    """The file_name csv writes for each file: relative to the folder given that holds it (the DCASE names when
+    captioning a dataset's folder), else as given; files whose names would collide keep the path as found."""
+    from audiocap.audio import display_path
+
+    folders = [Path(name) for name in inputs if Path(name).is_dir()]
+
+    def name(path: Path) -> str:
+        folder = next((f for f in folders if path.is_relative_to(f) and path != f), None)
+        return display_path(path.relative_to(folder) if folder else path)
+
+    names = {path: name(path) for path in files}
+    counts = Counter(names.values())
+    return {path: display_path(path) if counts[n] > 1 else n for path, n in names.items()}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)
+
+
 class CaptionWriter:
     """Prints captions as they come (text, csv) or at the end (json)."""
 
-    def __init__(self, fmt: str, segments: bool):
+    def __init__(self, fmt: str, segments: bool, names: dict[Path, str] | None = None, spreadsheet_safe: bool = False):
         self.format, self.segments, self.results = fmt, segments, []
+        self.names, self.spreadsheet_safe = names or {}, spreadsheet_safe
         if fmt == "csv":
             times = ["start_seconds", "end_seconds"] if segments else []
             print(",".join(["file_name", *times, "caption_predicted"]), flush=True)
@@ -117,17 +141,32 @@ class CaptionWriter:
             self.results.append({"file": str(path), **({"start": start, "end": end} if self.segments else {}),
                                  "caption": caption})
         elif self.format == "csv":
-            line = io.StringIO()
             times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
-            # csv quotes a field holding a character of the line terminator, so keep "\n" there (an empty one let a
-            # name with a newline through unquoted) and cut it off: tqdm.write adds its own
-            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, caption])
-            tqdm.write(line.getvalue()[:-1], file=sys.stdout)
+            tqdm.write(self.csv_row([self.csv_name(path), *times, caption]), file=sys.stdout)
         else:  # one line per caption: control characters of a name (a newline...) are shown escaped
             name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], display_path(path))
             times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
             tqdm.write(f"{name}{times}: {caption}", file=sys.stdout)
         sys.stdout.flush()  # as they come, also through a pipe (`| tee`), and a closed pipe is noticed at once
+
+    def csv_name(self, path: Path) -> str:
+        """A name that is not UTF-8 cannot be written as it is in a UTF-8 CSV: its bytes are written as \\xNN
+        escapes (the spelling `score` then needs in the references too), with a warning."""
+        from audiocap.audio import display_path
+
+        name = self.names.get(path) or display_path(path)
+        if display_path(path) != str(path):  # equal for every UTF-8 name
+            print(f"warning: {name}: file name is not UTF-8; written with \\xNN escapes", file=sys.stderr)
+        return name
+
+    def csv_row(self, cells: list[str]) -> str:
+        """One CSV row without its line end. Quoting as for a "\\r\\n" terminator: a cell holding \\r or \\n
+        is quoted (with "\\n" alone, a lone \\r went out unquoted and split the row for most readers)."""
+        if self.spreadsheet_safe:
+            cells = ["'" + cell if cell.startswith(FORMULA_STARTS) else cell for cell in cells]
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\r\n").writerow(cells)
+        return line.getvalue()[:-2]
 
     def close(self) -> None:
         if self.format == "json":
