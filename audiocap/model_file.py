@@ -60,6 +60,8 @@ def save_model(
     for prefix, module in (("captioner", captioner), ("encoder", encoder)):
         for name, tensor in module.state_dict().items():
             tensor = tensor.detach().cpu()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # a model of NaN writes no caption
+                raise CheckpointError(f"{path}: not saved: weight {prefix}.{name} holds NaN or infinite values")
             if half and tensor.is_floating_point():
                 tensor = tensor.half()
             tensors[f"{prefix}.{name}"] = tensor.contiguous()
@@ -75,9 +77,14 @@ def save_model(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    save_file(tensors, partial, metadata=metadata)
-    os.chmod(partial, 0o644)  # safetensors writes owner-only files; a shared model should be readable
-    os.replace(partial, path)
+    try:
+        save_file(tensors, partial, metadata=metadata)
+        os.chmod(partial, 0o644)  # safetensors writes owner-only files; a shared model should be readable
+        os.replace(partial, path)
+    except Exception as err:  # a full disk: safetensors raises its own error type; no partial file stays
+        partial.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write the model file ({_short(str(err))}); free space or "
+                              "choose another path") from None
     return path
 
 
