@@ -116,6 +116,7 @@ def run(argv: list[str], timeout: float) -> dict:
                               cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     except subprocess.TimeoutExpired:
         return {"outcome": "hang", "seconds": timeout, "peak_mb": None, "stdout": ""}
+    print(f"{done.returncode} {time.perf_counter() - start:5.1f} s  {' '.join(argv[1:3])}", file=sys.stderr, flush=True)
     peak = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("FUZZ_MAXRSS_KB")]
     if "Traceback" in done.stderr:
         outcome = "traceback"
