@@ -3,7 +3,6 @@ leaves no partial file, and one bad file does not stop the others."""
 from __future__ import annotations
 
 import dataclasses
-import io
 
 import numpy as np
 import py7zr
