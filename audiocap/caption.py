@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from audiocap import model_file
-from audiocap.audio import as_waveform, display_path, load_audio
+from audiocap.audio import AudioTooLongError, as_waveform, display_path, load_audio, stream_audio
 from audiocap.decoding import DecodingOptions, decode_n_best
 from audiocap.errors import AudiocapError, AudioLoadError, CheckpointError, check_not_too_long
 from audiocap.options import MAX_BEAM_SIZE, PRECISIONS
@@ -114,16 +114,37 @@ class CaptioningPipeline:
         check_decoding_sizes(beam_size, batch_size, n_best)
         results = []
         for i, x in enumerate(as_input_list(paths_or_arrays)):
-            waveform = self.load(x, check_length=False, name=input_name(x, i))
-            windows = segment_bounds(len(waveform), segment_seconds, self.sample_rate)
+            windows = list(self.segment_windows(x, segment_seconds, name=input_name(x, i)))
             window_results = []
             for start in range(0, len(windows), batch_size):
-                pieces = [waveform[a:b] for a, b in windows[start:start + batch_size]]
+                pieces = [piece for _, _, piece, _ in windows[start:start + batch_size]]
                 window_results += self.caption_waveform_results(pieces, beam_size, n_best, **decoding_options)
-            for (a, b), result in zip(windows, window_results):
+            for (a, b, _, _), result in zip(windows, window_results):
                 result.start, result.end = a / self.sample_rate, b / self.sample_rate
             results.append(window_results)
         return results
+
+    def segment_windows(self, path_or_array, segment_seconds: float, name: str | None = None):
+        """(start, end, waveform, last?) of each window of `segment_bounds`, a file decoded one window at a time
+        (memory does not grow with its length): a last piece shorter than half a window joins the one before."""
+        step = max(1, round(segment_seconds * self.sample_rate))
+        if isinstance(path_or_array, (str, Path)):
+            name, pieces = display_path(path_or_array), stream_audio(path_or_array, self.sample_rate, step)
+        else:
+            waveform = self.load(path_or_array, check_length=False, name=name)
+            pieces = (waveform[a:a + step] for a in range(0, len(waveform), step))
+        start, previous = 0, None
+        for piece in pieces:  # every piece is `step` long but the last
+            if previous is not None and len(piece) < step / 2:
+                yield start, start + len(previous) + len(piece), np.concatenate([previous, piece]), True
+                return
+            if previous is not None:
+                yield start, start + len(previous), previous, False
+                start += len(previous)
+            previous = piece
+        if previous is None:
+            raise AudioLoadError(f"{name}: no audio samples")
+        yield start, start + len(previous), previous, True
 
     def load(self, path_or_array, check_length: bool = True, name: str | None = None):
         """A mono float32 waveform at `self.sample_rate` from a path or an array (see `caption`); AudiocapError
@@ -131,8 +152,13 @@ class CaptioningPipeline:
         (and `check_length`)."""
         from_file = isinstance(path_or_array, (str, Path))
         name = name or (display_path(path_or_array) if from_file else "an array")
-        waveform = (load_audio(path_or_array, self.sample_rate) if from_file
-                    else as_waveform(path_or_array, self.sample_rate, name))
+        try:  # a file too long is refused from its header, before it is decoded
+            waveform = (load_audio(path_or_array, self.sample_rate, self.max_seconds if check_length else None)
+                        if from_file else as_waveform(path_or_array, self.sample_rate, name))
+        except AudioTooLongError as err:
+            if check_length:
+                self.check_length(round(err.seconds * self.sample_rate), name)
+            raise
         if len(waveform) == 0:  # the model would still write a caption, of nothing
             raise AudioLoadError(f"{name}: no audio samples")
         if check_length:

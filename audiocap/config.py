@@ -136,7 +136,8 @@ def check_same_config(saved: dict, config) -> None:
     defaults = {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
                 for f in dataclasses.fields(config)}
     current = dataclasses.asdict(config)
-    changed = [k for k in current if saved.get(k, defaults.get(k)) != current[k]]
+    # where the run's files live may change between interruption and --resume (a moved out_dir, another disk)
+    changed = [k for k in current if k not in ("out_dir", "cache_dir") and saved.get(k, defaults.get(k)) != current[k]]
     if changed:
         raise ConfigError(f"--resume with a different config (changed: {', '.join(changed)}); "
                           "resume with the config of the interrupted run, or start a new out_dir")

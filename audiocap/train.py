@@ -32,14 +32,14 @@ from audiocap import model_file
 from audiocap.augment import mixup, spec_augment
 from audiocap.batches import (CachedFrames, FineTunedEncoder, WaveformPairs, batch_groups, build_encoder, collate,
                               encoder_batchnorm_mode, estimated_frames)
-from audiocap.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from audiocap.checkpoint import load_checkpoint, lock_out_dir, rng_state, save_checkpoint, set_rng_state
 from audiocap.config import TrainConfig, check_same_config, model_dimensions
 from audiocap.data.cache import FeatureCache
 from audiocap.data.datasets import load_dataset
 from audiocap.data.validate import check_items
 from audiocap.decoding import DecodingOptions, decode
 from audiocap.distributed import Distributed, gradient_sync, setup_distributed
-from audiocap.errors import ConfigError, check_not_too_long
+from audiocap.errors import AudiocapError, ConfigError, check_not_too_long
 from audiocap.metrics import evaluate
 from audiocap.model import AudioCaptioner, ModelDimensions, caption_loss
 from audiocap.optim import lr_factor, param_groups
@@ -58,6 +58,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     model = AudioCaptioner(data.dims).to(ddp.device)
     ddp_model = DistributedDataParallel(model) if ddp.enabled else model
     optimizer, scheduler = make_optimizer(config, model, data.source, len(data.loader))
+    # everything is checked: from here on the run writes into out_dir, which no other run may use meanwhile
+    run_lock = lock_out_dir(out_dir) if ddp.is_main else None  # noqa: F841  (held until the process ends)
     run = restore_state(out_dir / "last.pt", config, data, model, optimizer, scheduler, ddp) if resume else Run()
     writer = None
     if ddp.is_main:
@@ -77,6 +79,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         for group in batch_groups(progress, config.grad_accum_steps):  # the batches of one optimizer step
             optimizer.zero_grad(set_to_none=True)
             loss, rlssr = train_step(config, group, ddp_model, data.source, ddp, autocast)
+            check_finite_loss(loss, run.step, epoch)  # every rank sees the same mean: all stop together
             # one norm over captioner and encoder (a frozen encoder has no gradients to count)
             grad_norm = torch.nn.utils.clip_grad_norm_([*model.parameters(), *data.source.encoder.parameters()],
                                                        config.grad_clip)
@@ -197,6 +200,15 @@ def make_optimizer(config: TrainConfig, model: AudioCaptioner, source, batches_p
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
         step, config.warmup_steps, total_steps, config.lr_decay, config.min_lr_ratio))
     return optimizer, scheduler
+
+
+def check_finite_loss(loss: float, step: int, epoch: int) -> None:
+    """Stop at the first non-finite loss: its gradients would make every weight NaN, and the run would go on
+    and save a model of NaN. Nothing of this step is applied or saved; the last checkpoint is intact."""
+    if not math.isfinite(loss):
+        raise AudiocapError(f"training loss is {loss} at step {step + 1} (epoch {epoch + 1}); stopped before applying "
+                            "it, nothing non-finite was saved: check the data (`audiocap validate`) or lower "
+                            "learning_rate, then continue from the last epoch with --resume")
 
 
 def train_step(config: TrainConfig, group: list, ddp_model, source, ddp: Distributed, autocast) -> tuple[float, float]:

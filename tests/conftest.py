@@ -134,3 +134,16 @@ def trained_model() -> AudioCaptioner:
             for parameter in model.parameters():
                 parameter -= 0.3 * parameter.grad
     return model.eval()
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 1 MiB filesystem (tmpfs), to run out of space for real; needs root to mount."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # a lock file of the run may still be open

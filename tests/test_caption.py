@@ -158,7 +158,8 @@ def test_segment_option_captions_consecutive_windows(fmt, short_model_path, long
     if fmt == "csv":
         rows = list(csv.reader(io.StringIO(out)))
         assert rows[0] == ["file_name", "start_seconds", "end_seconds", "caption_predicted"]
-        assert rows[1:] == [["long.wav", "0.00", "5.00", expected[0]], ["long.wav", "5.00", "12.00", expected[1]]]
+        name = str(long_file)  # as given on the command line
+        assert rows[1:] == [[name, "0.00", "5.00", expected[0]], [name, "5.00", "12.00", expected[1]]]
     elif fmt == "json":
         assert [(r["start"], r["end"], r["caption"]) for r in json.loads(out)] == [(0, 5, expected[0]),
                                                                                   (5, 12, expected[1])]

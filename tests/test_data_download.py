@@ -1,6 +1,7 @@
 """Downloads against a local Zenodo stand-in: Range requests, corruption, cut transfers, the record API."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -181,7 +182,14 @@ def clotho_record(server, tmp_path, shared_data):
     return files
 
 
-def test_download_clotho_end_to_end(server, clotho_record, tmp_path):
+def pin(monkeypatch, target: str, files: dict[str, bytes]) -> None:
+    """The stand-in files' md5s as the pinned ones (the real archives are gigabytes)."""
+    record = TARGETS[target]
+    monkeypatch.setitem(TARGETS, target, dataclasses.replace(record, pinned_md5={n: md5(b) for n, b in files.items()}))
+
+
+def test_download_clotho_end_to_end(server, clotho_record, tmp_path, monkeypatch):
+    pin(monkeypatch, "clotho", clotho_record)
     dest = tmp_path / "clotho"
     download_clotho(dest, server.url, progress=False)
     for name, body in clotho_record.items():
@@ -199,22 +207,23 @@ def test_download_clotho_end_to_end(server, clotho_record, tmp_path):
     assert extracted.stat().st_mtime_ns == mtime  # ... and extracts nothing
 
 
-def test_cli_panns_uses_the_record_checksums_and_env_base_url(server, tmp_path, monkeypatch, capsys):
-    checkpoint = np.random.default_rng(1).bytes(50_000)  # its md5 is not the pinned one: only the API knows it
+def test_cli_a_mirror_publishing_other_checksums_never_ends_in_verified(server, tmp_path, monkeypatch, capsys):
+    checkpoint = np.random.default_rng(1).bytes(50_000)  # its md5 is not the pinned one: only the mirror's API says it
     server.add_record(3987831, {"Cnn10_mAP=0.380.pth": checkpoint})
     monkeypatch.setenv(BASE_URL_ENV, server.url)
-    assert cli.main(["download", "panns-cnn10", "--dest", str(tmp_path), "--no-progress"]) == 0
-    assert (tmp_path / "Cnn10_mAP=0.380.pth").read_bytes() == checkpoint
-    assert "using the record's" in capsys.readouterr().err
+    assert cli.main(["download", "panns-cnn10", "--dest", str(tmp_path), "--no-progress", "--allow-http"]) == 2
+    captured = capsys.readouterr()
+    assert "verified" not in captured.out and not list(tmp_path.iterdir())
+    assert "publishes md5" in captured.err and "audiocap pins bfb1f1f9968938fa8ef4012b8471f5f6" in captured.err
 
 
 def test_cli_falls_back_to_pinned_md5_without_the_api_and_base_url_option_wins(server, tmp_path, monkeypatch, capsys):
     server.add_record(3987831, {"Cnn14_mAP=0.431.pth": b"a stand-in, not the real checkpoint"}, publish=False)
     monkeypatch.setenv(BASE_URL_ENV, "http://127.0.0.1:9")  # nothing listens there: the option must win
-    argv = ["download", "panns-cnn14", "--dest", str(tmp_path), "--no-progress", "--base-url", server.url]
+    argv = ["download", "panns-cnn14", "--dest", str(tmp_path), "--no-progress", "--base-url", server.url, "--allow-http"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "using the pinned md5s" in err
+    assert "the pinned md5s are used" in err
     assert "error: " in err and "expected 541141fa2ee191a88f24a3219fff024e" in err and "Traceback" not in err
 
 
@@ -224,7 +233,7 @@ def test_cli_spice_calls_the_metrics_downloader(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(download_cli, "download_spice", lambda dest, base_url: calls.append((dest, base_url)) or dest)
     monkeypatch.setenv(BASE_URL_ENV, "http://mirror.example")
-    assert cli.main(["download", "spice", "--dest", str(tmp_path)]) == 0
+    assert cli.main(["download", "spice", "--dest", str(tmp_path), "--allow-http"]) == 0
     assert calls == [(tmp_path, "http://mirror.example")]
 
 
@@ -233,8 +242,9 @@ def test_cli_refuses_a_bad_base_url_or_dest_before_any_request(server, tmp_path,
     cases = [
         (["--base-url", "notaurl", "--dest", str(tmp_path / "d")], "--base-url 'notaurl' is not an http(s) URL"),
         (["--dest", str(tmp_path / "d")], f"${BASE_URL_ENV} 'ftp://x' is not an http(s) URL"),
-        (["--base-url", server.url, "--dest", str(tmp_path / "file")], "file: not a folder; give a folder path"),
-        (["--base-url", server.url, "--dest", str(tmp_path / "file" / "sub")], "is a file); give a folder path"),
+        (["--base-url", server.url, "--allow-http", "--dest", str(tmp_path / "file")], "file: not a folder; give a folder path"),
+        (["--base-url", server.url, "--allow-http", "--dest", str(tmp_path / "file" / "sub")], "is a file); give a folder path"),
+        (["--base-url", server.url, "--dest", str(tmp_path / "d")], "is plain http"),
     ]
     (tmp_path / "file").write_text("not a folder")
     monkeypatch.setenv(BASE_URL_ENV, "ftp://x")

@@ -277,10 +277,13 @@ def test_score_cli_json_and_per_clip(tmp_path, shared_data):
 def test_download_spice_from_a_local_mirror(tmp_path, monkeypatch):
     """`download spice` against a stand-in of the CoreNLP zip served on 127.0.0.1 (no internet)."""
     import functools
+    import hashlib
     import http.server
     import threading
     import zipfile
 
+    from audiocap.errors import DownloadError
+    from audiocap.metrics import spice
     from audiocap.metrics.spice import CORENLP_ZIP, _has_spice, download_spice
 
     mirror = tmp_path / "mirror"
@@ -291,8 +294,13 @@ def test_download_spice_from_a_local_mirror(tmp_path, monkeypatch):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        dest = download_spice(tmp_path / "spice", base_url=f"http://127.0.0.1:{server.server_address[1]}/")
+    base_url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:  # the stand-in is not the pinned zip: refused, nothing kept; pinned, it is installed
+        with pytest.raises(DownloadError, match="expected 55c9d653eb30ace7d5a60eb3138e424f9442e539"):
+            download_spice(tmp_path / "spice", base_url=base_url)
+        assert not list((tmp_path / "spice" / "lib").glob("stanford-corenlp*"))
+        monkeypatch.setattr(spice, "CORENLP_ZIP_SHA1", hashlib.sha1((mirror / CORENLP_ZIP).read_bytes()).hexdigest())
+        dest = download_spice(tmp_path / "spice", base_url=base_url)
     finally:
         server.shutdown()
     assert _has_spice(dest) and not (dest / "lib" / "other.jar").exists()

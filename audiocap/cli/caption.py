@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from audiocap.cli.args import positive_int
@@ -28,6 +29,8 @@ def configure_caption(parser) -> None:
                         "csv/json then give start and end times")
     parser.add_argument("--format", choices=("text", "json", "csv"), default="text",
                         help="text: `file: caption` lines; csv: DCASE `file_name,caption_predicted`; json: a list")
+    parser.add_argument("--spreadsheet-safe", action="store_true",
+                        help="csv: prefix a ' to cells starting with = + - @ (spreadsheets would run them as formulas)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="decoder weights: auto = fp16 on CPU (same captions as fp32 on our held-out clips, "
@@ -54,7 +57,7 @@ def caption_files(args) -> int:
     from tqdm import tqdm
 
     from audiocap.audio import AUDIO_EXTENSIONS, find_audio_files
-    from audiocap.caption import BATCH_AUDIO_SECONDS, load_model, segment_bounds
+    from audiocap.caption import BATCH_AUDIO_SECONDS, load_model
     from audiocap.errors import AudiocapError
 
     if args.n_best > args.beam:  # before the model loads
@@ -66,7 +69,8 @@ def caption_files(args) -> int:
     pipeline = load_model(args.model, args.device, args.precision)
     if args.segment is not None:
         pipeline.check_segment(args.segment)
-    output = CaptionWriter(args.format, segments=args.segment is not None, n_best=args.n_best)
+    output = CaptionWriter(args.format, segments=args.segment is not None, n_best=args.n_best,
+                           names=output_names(args.inputs, files), spreadsheet_safe=args.spreadsheet_safe)
     pending = []  # (path, start s, end s, waveform, last window of its file?) waiting for a batch
     progress = tqdm(total=len(files), unit="file", disable=len(files) < 2, file=sys.stderr)
 
@@ -81,18 +85,14 @@ def caption_files(args) -> int:
     batch_limit = BATCH_AUDIO_SECONDS * rate
     for path in files:
         try:  # a bad or too long file is reported and skipped; the others go on
-            waveform = pipeline.load(path, check_length=args.segment is None)
+            for a, b, waveform, last in file_windows(pipeline, path, args.segment):
+                pending.append((path, a / rate, b / rate, waveform, last))
+                if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
+                    caption_pending()
         except AudiocapError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed += 1
             progress.update(1)
-            continue
-        windows = [(0, len(waveform))] if args.segment is None else \
-            segment_bounds(len(waveform), args.segment, rate)
-        for i, (a, b) in enumerate(windows):
-            pending.append((path, a / rate, b / rate, waveform[a:b], i == len(windows) - 1))
-            if len(pending) >= args.batch_size or sum(len(entry[3]) for entry in pending) >= batch_limit:
-                caption_pending()
     if pending:
         caption_pending()
     progress.close()
@@ -100,11 +100,41 @@ def caption_files(args) -> int:
     return 1 if failed else 0
 
 
+def file_windows(pipeline, path: Path, segment_seconds: float | None):
+    """(start, end, waveform, last?) of the windows `caption` captions: the whole file, or its segments (decoded a
+    window at a time)."""
+    if segment_seconds is not None:
+        return pipeline.segment_windows(path, segment_seconds)
+    waveform = pipeline.load(path)
+    return [(0, len(waveform), waveform, True)]
+
+
+def output_names(inputs: list[str], files: list[Path]) -> dict[Path, str]:
+    """The file_name csv writes for each file: relative to the folder given that holds it (the DCASE names when
+    captioning a dataset's folder), else as given; files whose names would collide keep the path as found."""
+    from audiocap.audio import display_path
+
+    folders = [Path(name) for name in inputs if Path(name).is_dir()]
+
+    def name(path: Path) -> str:
+        folder = next((f for f in folders if path.is_relative_to(f) and path != f), None)
+        return display_path(path.relative_to(folder) if folder else path)
+
+    names = {path: name(path) for path in files}
+    counts = Counter(names.values())
+    return {path: display_path(path) if counts[n] > 1 else n for path, n in names.items()}
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what spreadsheets read as a formula (OWASP CSV injection)
+
+
 class CaptionWriter:
     """Prints captions as they come (text, csv) or at the end (json); with n_best > 1, the n best of each clip."""
 
-    def __init__(self, fmt: str, segments: bool, n_best: int = 1):
+    def __init__(self, fmt: str, segments: bool, n_best: int = 1, names: dict[Path, str] | None = None,
+                 spreadsheet_safe: bool = False):
         self.format, self.segments, self.n_best, self.results = fmt, segments, n_best, []
+        self.names, self.spreadsheet_safe = names or {}, spreadsheet_safe
         if fmt == "csv":
             times = ["start_seconds", "end_seconds"] if segments else []
             columns = [f"caption_predicted_{k}" for k in range(1, n_best + 1)] if n_best > 1 else ["caption_predicted"]
@@ -121,18 +151,33 @@ class CaptionWriter:
                                  "caption": result.caption, "confidence": round(result.confidence, 6),
                                  **({"captions": result.alternatives} if self.n_best > 1 else {})})
         elif self.format == "csv":
-            line = io.StringIO()
             times = [f"{start:.2f}", f"{end:.2f}"] if self.segments else []
-            # csv quotes a field holding a character of the line terminator, so keep "\n" there (an empty one let a
-            # name with a newline through unquoted) and cut it off: tqdm.write adds its own
-            csv.writer(line, lineterminator="\n").writerow([display_path(path.name), *times, *result.alternatives])
-            tqdm.write(line.getvalue()[:-1], file=sys.stdout)
+            tqdm.write(self.csv_row([self.csv_name(path), *times, *result.alternatives]), file=sys.stdout)
         else:  # one line per caption: control characters of a name (a newline...) are shown escaped
             name = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], display_path(path))
             times = f" [{start:.1f}-{end:.1f} s]" if self.segments else ""
             for k, caption in enumerate(result.alternatives, 1):  # with n_best > 1: `name #k: caption`
                 tqdm.write(f"{name}{times}{f' #{k}' if self.n_best > 1 else ''}: {caption}", file=sys.stdout)
         sys.stdout.flush()  # as they come, also through a pipe (`| tee`), and a closed pipe is noticed at once
+
+    def csv_name(self, path: Path) -> str:
+        """A name that is not UTF-8 cannot be written as it is in a UTF-8 CSV: its bytes are written as \\xNN
+        escapes (the spelling `score` then needs in the references too), with a warning."""
+        from audiocap.audio import display_path
+
+        name = self.names.get(path) or display_path(path)
+        if display_path(path) != str(path):  # equal for every UTF-8 name
+            print(f"warning: {name}: file name is not UTF-8; written with \\xNN escapes", file=sys.stderr)
+        return name
+
+    def csv_row(self, cells: list[str]) -> str:
+        """One CSV row without its line end. Quoting as for a "\\r\\n" terminator: a cell holding \\r or \\n
+        is quoted (with "\\n" alone, a lone \\r went out unquoted and split the row for most readers)."""
+        if self.spreadsheet_safe:
+            cells = ["'" + cell if cell.startswith(FORMULA_STARTS) else cell for cell in cells]
+        line = io.StringIO()
+        csv.writer(line, lineterminator="\r\n").writerow(cells)
+        return line.getvalue()[:-2]
 
     def close(self) -> None:
         if self.format == "json":

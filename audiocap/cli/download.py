@@ -20,31 +20,36 @@ def configure_download(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help=f"mirror or proxy to download from (default: ${BASE_URL_ENV}, "
                                            f"else {DEFAULT_BASE_URL} for datasets and checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--allow-http", action="store_true", help="accept a plain http:// base URL (the pinned "
+                        "checksums still protect the files; the transfer itself is not private)")
 
 
-def check_base_url(base_url: str, source: str) -> None:
-    """An http(s) URL with a host; `source` names where it came from (the option or the variable)."""
+def check_base_url(base_url: str, source: str, allow_http: bool = False) -> None:
+    """An http(s) URL with a host (http only if `allow_http`); `source` names where it came from."""
     parts = urllib.parse.urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise DownloadError(f"{source} {base_url!r} is not an http(s) URL; give the mirror's address, "
                             f"e.g. {DEFAULT_BASE_URL} or http://host:port/path")
+    if parts.scheme == "http" and not allow_http:
+        raise DownloadError(f"{source} {base_url!r} is plain http (anyone on the way can change what arrives); "
+                            "use https, or pass --allow-http to accept it")
 
 
 def run_download(args: argparse.Namespace) -> int:
     base_url = args.base_url or os.environ.get(BASE_URL_ENV)
     if base_url:
-        check_base_url(base_url, "--base-url" if args.base_url else f"${BASE_URL_ENV}")
+        check_base_url(base_url, "--base-url" if args.base_url else f"${BASE_URL_ENV}", args.allow_http)
     if args.target == "spice":  # jars come from their own hosts unless a mirror is given
         dest = args.dest or default_spice_home()
         check_output_folder(dest, "--dest")
-        dest = download_spice(dest, base_url)
+        print(f"spice: installed in {download_spice(dest, base_url)}")  # its SPICE-1.0.zip has no pinned sum
+        return 0
+    dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
+    check_output_folder(dest, "--dest")
+    base_url = base_url or DEFAULT_BASE_URL
+    if args.target == "clotho":
+        download_clotho(dest, base_url, progress=not args.no_progress)
     else:
-        dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
-        check_output_folder(dest, "--dest")
-        base_url = base_url or DEFAULT_BASE_URL
-        if args.target == "clotho":
-            download_clotho(dest, base_url, progress=not args.no_progress)
-        else:
-            download_record(TARGETS[args.target], dest, base_url, progress=not args.no_progress)
+        download_record(TARGETS[args.target], dest, base_url, progress=not args.no_progress)
     print(f"{args.target}: verified in {dest}")
     return 0

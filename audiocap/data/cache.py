@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from audiocap.audio import load_audio
 from audiocap.encoders.base import AudioEncoder
-from audiocap.errors import AudioLoadError
+from audiocap.errors import AudioLoadError, DataError
 
 FileIdentity = Literal["stat", "content"]
 
@@ -63,7 +63,10 @@ def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
     No fsync: this guards against killed processes, not power loss, and an fsync per entry
     would dominate the cost of filling a cache of small entries.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    except OSError as err:
+        raise DataError(f"{path.parent}: cannot write the feature cache ({err.strerror}); fix it or set cache_dir") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, np.ndarray):
@@ -71,8 +74,11 @@ def save_atomic(path: Path, data: bytes | np.ndarray) -> None:
             else:
                 f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         os.unlink(tmp)
+        if isinstance(err, OSError):  # a full disk: one line, and no partial entry left behind
+            raise DataError(f"{path}: cannot write the feature cache ({err.strerror}); free space or set "
+                            "cache_dir to another disk") from None
         raise
 
 
@@ -123,6 +129,9 @@ class FeatureCache:
             for start in range(0, len(order), batch_size):
                 batch = order[start:start + batch_size]
                 for entry, frames in zip(batch, encode_files(encoder, [todo[e] for e in batch])):
+                    if not np.isfinite(frames).all():  # never stored: every later run would train on them
+                        raise AudioLoadError(f"{todo[entry]}: the encoder's frames of it are not finite; check the "
+                                             "file (`audiocap validate`) and the encoder's weights")
                     save_atomic(entry, frames)
                 bar.update(len(batch))
         return entries

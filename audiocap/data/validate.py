@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from audiocap.audio import load_audio
+from audiocap.audio import scan_audio
 from audiocap.data.datasets import CaptionItem
 from audiocap.errors import AudioLoadError, DataError
 
@@ -76,8 +76,8 @@ class Report:
 def decode_problem(path: Path) -> str | None:
     """Why `path` does not decode to audio, or None if it does (the whole file is decoded:
     a truncated file often has a valid header)."""
-    try:
-        if load_audio(path).size == 0:
+    try:  # block by block: a long recording is checked without holding it (samples too: NaN, 1e17 ...)
+        if scan_audio(path) == 0:
             return f"{path}: no audio samples"
     except AudioLoadError as err:
         return str(err)

@@ -44,7 +44,13 @@ def create_encoder(name: str, checkpoint: str | None = None, **kwargs) -> AudioE
 
 def encoder_from_config(config: dict, state_dict: dict | None = None) -> AudioEncoder:
     """Rebuild an encoder from `config()` (and load `state_dict` strictly) without its checkpoint."""
-    encoder = create_encoder(config["name"], pretrained=False, **config.get("options", {}))
+    options = config.get("options", {}) if isinstance(config, dict) else None
+    # a file's metadata rebuilds the architecture only: it can never name another file to open
+    if not isinstance(options, dict) or {"checkpoint", "pretrained"} & set(options):
+        found = sorted(options) if isinstance(options, dict) else type(options).__name__
+        raise ConfigError(f"encoder options {str(found)[:100]}: never a checkpoint to open (a model file holds "
+                          "architecture settings only); re-extract features or retrain")
+    encoder = create_encoder(config.get("name"), checkpoint=None, pretrained=False, **options)
     rebuilt = json.loads(json.dumps(encoder.config()))
     if rebuilt != json.loads(json.dumps(config)):
         raise ConfigError(f"encoder config {config} rebuilds as {rebuilt}: the file was written by an "

@@ -53,11 +53,8 @@ def rouge_l_of(captions: Captions) -> tuple[float, np.ndarray]:
     """ROUGE-L of captions already split into tokens. A caption of no tokens counts as the
     toolkit's one empty token, which matches only another empty caption's."""
     lengths = np.maximum(captions.lengths, 1)
-    padded = np.zeros((len(lengths), int(lengths.max())), dtype=np.int64)  # 0: no token
-    padded[:, 0] = int(captions.tokens.max(initial=0)) + 1  # the empty token, unless a real one replaces it
-    padded[np.arange(padded.shape[1]) < captions.lengths[:, None]] = captions.tokens
     num_clips, reference_clip = captions.num_clips, captions.reference_clip
-    lcs = lcs_lengths(padded[num_clips:], padded[reference_clip])
+    lcs = pair_lcs(captions, reference_clip, np.arange(num_clips, len(lengths)))
 
     precision = lcs / lengths[reference_clip]
     recall = lcs / lengths[num_clips:]
@@ -69,3 +66,40 @@ def rouge_l_of(captions: Captions) -> tuple[float, np.ndarray]:
         f = ((1 + BETA**2) * best_precision * best_recall) / (best_recall + BETA**2 * best_precision)
     scores = np.where(both, f, 0.0)
     return float(np.mean(scores)), scores
+
+
+PAIRS_PER_PASS = 1 << 16  # pairs in one call of lcs_lengths: bounds its arrays whatever the number of rows
+
+
+def pair_lcs(captions: Captions, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """LCS length of captions first[p] and second[p] for every pair p. Pairs are grouped by length (the longer
+    caption of a pair within a power of two) and each group is padded to its own longest caption only, the
+    shorter caption of each pair being the one stepped through: the time is about Σ short · ⌈long / 64⌉, so
+    one very long caption costs only its own pairs, not every pair of the corpus."""
+    lengths = np.maximum(captions.lengths, 1)
+    offsets = np.concatenate([[0], np.cumsum(captions.lengths)[:-1]])
+    empty_token = int(captions.tokens.max(initial=0)) + 1  # the toolkit's "" token: matches only itself
+    shorter = np.where(lengths[first] <= lengths[second], first, second)
+    longer = np.where(lengths[first] <= lengths[second], second, first)
+    classes = np.ceil(np.log2(lengths[longer])).astype(np.int64)
+    order = np.lexsort((lengths[shorter], classes))
+    out = np.empty(len(first), dtype=np.int64)
+    for start in range(0, len(order), PAIRS_PER_PASS):
+        for size_class in np.unique(classes[order[start:start + PAIRS_PER_PASS]]):
+            chunk = order[start:start + PAIRS_PER_PASS]
+            chunk = chunk[classes[chunk] == size_class]
+            out[chunk] = lcs_lengths(padded_tokens(captions, offsets, empty_token, shorter[chunk]),
+                                     padded_tokens(captions, offsets, empty_token, longer[chunk]))
+    return out
+
+
+def padded_tokens(captions: Captions, offsets: np.ndarray, empty_token: int, rows: np.ndarray) -> np.ndarray:
+    """Token ids of captions `rows`, right-padded with 0 to the longest of them; an empty caption is `empty_token`."""
+    lengths = captions.lengths[rows]
+    width = max(1, int(lengths.max(initial=0)))
+    columns = np.arange(width)
+    valid = columns < lengths[:, None]
+    positions = np.where(valid, offsets[rows][:, None] + columns, 0)
+    padded = np.where(valid, captions.tokens[positions] if len(captions.tokens) else 0, 0)
+    padded[lengths == 0, 0] = empty_token
+    return padded

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -21,13 +22,16 @@ from pathlib import Path
 import numpy as np
 
 from audiocap.download import fetch
-from audiocap.errors import MetricError
+from audiocap.errors import DownloadError, MetricError
 from audiocap.metrics.java import java_executable, pycocoevalcap_dir
 
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 # The zip of CoreNLP 3.6.0 holding both jars; pycocoevalcap's get_stanford_models.py uses the same.
 CORENLP_ZIP = "stanford-corenlp-full-2015-12-09.zip"
-CORENLP_BASE_URL = "http://nlp.stanford.edu/software/"
+CORENLP_BASE_URL = "https://nlp.stanford.edu/software/"
+# Its SHA-1 as a third-party installer pins it (DeepDive's CoreNLP setup): a mirror cannot substitute another zip.
+CORENLP_ZIP_SHA1 = "55c9d653eb30ace7d5a60eb3138e424f9442e539"
+MAX_ZIP_BYTES = 1 << 30  # each zip is under 400 MB
 # spice-1.0.jar and its other libraries (lib/*.jar), as released by the SPICE authors.
 SPICE_ZIP = "SPICE-1.0.zip"
 SPICE_BASE_URL = "https://panderson.me/images/"
@@ -116,10 +120,14 @@ def download_spice(dest: Path, base_url: str | None = None) -> Path:
                 if not (dest / "lib" / jar.name).exists():
                     shutil.copy2(jar, dest / "lib" / jar.name)
         else:
-            archive = fetch((base_url or SPICE_BASE_URL).rstrip("/") + "/" + SPICE_ZIP, dest / SPICE_ZIP)
+            # rarely needed (pycocoevalcap ships the jar); no checksum of this zip is published to pin
+            print(f"warning: {SPICE_ZIP} has no pinned checksum: it is not verified", file=sys.stderr)
+            archive = fetch((base_url or SPICE_BASE_URL).rstrip("/") + "/" + SPICE_ZIP, dest / SPICE_ZIP,
+                            max_bytes=MAX_ZIP_BYTES)
             _extract(archive, {"spice-1.0.jar": dest}, lib_to=dest / "lib")
     if not all((dest / "lib" / jar).is_file() for jar in CORENLP_JARS):
-        archive = fetch((base_url or CORENLP_BASE_URL).rstrip("/") + "/" + CORENLP_ZIP, dest / CORENLP_ZIP)
+        archive = fetch((base_url or CORENLP_BASE_URL).rstrip("/") + "/" + CORENLP_ZIP, dest / CORENLP_ZIP,
+                        CORENLP_ZIP_SHA1, max_bytes=MAX_ZIP_BYTES, algorithm="sha1")
         _extract(archive, {jar: dest / "lib" for jar in CORENLP_JARS})
     if not _has_spice(dest):
         raise MetricError(f"{dest} is still incomplete after the download; remove it and retry")
@@ -127,12 +135,25 @@ def download_spice(dest: Path, base_url: str | None = None) -> Path:
 
 
 def _extract(archive: Path, wanted: dict[str, Path], lib_to: Path | None = None) -> None:
-    """Extract members by base name into their folders (and, with `lib_to`, every lib/*.jar)."""
-    with zipfile.ZipFile(archive) as zf:
-        for member in zf.namelist():
-            name = Path(member).name
-            folder = wanted.get(name) or (lib_to if lib_to and Path(member).parent.name == "lib" and name.endswith(".jar") else None)
-            if folder is not None and name:
-                with zf.open(member) as source, open(folder / name, "wb") as target:
-                    shutil.copyfileobj(source, target)
+    """Extract members by base name into their folders (and, with `lib_to`, every lib/*.jar). Each member is
+    written to a temporary file renamed into place, so a full disk leaves no truncated jar behind."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                name = Path(member).name
+                folder = wanted.get(name) or (lib_to if lib_to and Path(member).parent.name == "lib"
+                                              and name.endswith(".jar") else None)
+                if folder is not None and name:
+                    partial = folder / (name + ".partial")
+                    try:
+                        with zf.open(member) as source, open(partial, "wb") as target:
+                            shutil.copyfileobj(source, target)
+                        os.replace(partial, folder / name)
+                    finally:
+                        partial.unlink(missing_ok=True)
+    except (zipfile.BadZipFile, RuntimeError) as err:  # RuntimeError: an encrypted member
+        raise DownloadError(f"{archive}: cannot extract ({err}); delete it and download again") from None
+    except OSError as err:
+        raise DownloadError(f"{archive.parent}: cannot extract {archive.name} ({err.strerror}); free space or "
+                            "choose another --dest") from None
     archive.unlink()
