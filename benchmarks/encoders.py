@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from audiocap.audio import PANNS_MEL, log_mel_spectrogram, mel_filters
+from audiocap.mel import PANNS_MEL, log_mel_spectrogram, mel_filters
 from audiocap.encoders import create_encoder
 from audiocap.encoders.aisfx import AISFX_MEL, LOG_SPECTROGRAM_MAX
 

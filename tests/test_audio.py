@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiocap.audio import (PANNS_MEL, MelSettings, as_waveform, audio_duration, display_path, load_audio,
-                            log_mel_spectrogram, mel_filters, stream_audio)
+from audiocap.audio import as_waveform, audio_duration, display_path, load_audio, stream_audio
+from audiocap.mel import PANNS_MEL, MelSettings, log_mel_spectrogram, mel_filters
 from audiocap.errors import AudioLoadError
 
 

@@ -136,7 +136,7 @@ def test_caption_cli_writes_the_n_best(fmt, clips, n_best_results, capsys):
         rows = list(csv.reader(io.StringIO(out)))
         assert rows[0] == ["file_name", "caption_predicted_1", "caption_predicted_2", "caption_predicted_3",
                            "caption_predicted_4"]
-        assert rows[1:] == [[clip.name, *r.alternatives] for clip, r in zip(clips, n_best_results)]
+        assert rows[1:] == [[str(clip), *r.alternatives] for clip, r in zip(clips, n_best_results)]  # names as given
     elif fmt == "json":
         entries = json.loads(out)
         assert [e["captions"] for e in entries] == [r.alternatives for r in n_best_results]

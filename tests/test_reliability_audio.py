@@ -8,12 +8,14 @@ import os
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from audiocap.audio import find_audio_files, load_audio, scan_audio, stream_audio
+from audiocap.caption import CaptionResult
 from audiocap.cli import main
 from audiocap.errors import AudioLoadError
 from audiocap.cli.caption import CaptionWriter
@@ -96,7 +98,8 @@ def test_csv_round_trips_every_odd_name_and_caption(capsys):
     cells = ["a\rb.wav", "new\nline.wav", 'comma, "quote".wav', "emoji 🎵.wav", "=1+2.wav", "plain.wav"]
     writer = CaptionWriter("csv", segments=False)
     for name in cells:
-        writer.write(__import__("pathlib").Path(name), 0, 1, f"caption of {name}")
+        caption = f"caption of {name}"
+        writer.write(Path(name), 0, 1, CaptionResult(caption, confidence=0.5, alternatives=[caption]))
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out, newline="")))
     assert rows[0] == ["file_name", "caption_predicted"]
     assert rows[1:] == [[name, f"caption of {name}"] for name in cells]

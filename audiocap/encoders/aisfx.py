@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiocap.audio import MelSettings, mel_filters, power_spectrogram
+from audiocap.mel import MelSettings, mel_filters, power_spectrogram
 from audiocap.encoders.base import AudioEncoder
 from audiocap.encoders.checkpoint import NUMPY_INT64_SCALARS, load_checkpoint, load_state_dict_strict
 from audiocap.encoders.panns import ConvBlock

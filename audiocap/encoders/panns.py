@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiocap.audio import PANNS_MEL, MelSettings, log_mel_spectrogram, mel_filters
+from audiocap.mel import PANNS_MEL, MelSettings, log_mel_spectrogram, mel_filters
 from audiocap.encoders.base import AudioEncoder
 from audiocap.encoders.checkpoint import NUMPY_ARRAYS, load_checkpoint, load_state_dict_strict
 from audiocap.errors import CheckpointError
