@@ -70,23 +70,32 @@ TARGETS = {
 
 
 def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file with a hashlib algorithm, or "git-sha1": the id git (and so the Hugging Face
+    hub) gives a file it does not store in LFS, sha1 of "blob <size>\\0" + the bytes."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()
+        if algorithm != "git-sha1":
+            return hashlib.file_digest(f, algorithm).hexdigest()
+        digest = hashlib.sha1(f"blob {os.fstat(f.fileno()).st_size}\0".encode())
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 def md5sum(path: Path) -> str:
     return file_digest(path, "md5")
 
 
-def fetch(url: str, dest: Path, md5: str | None = None, progress: bool = True, attempts: int = 5,
+def fetch(url: str, dest: Path, checksum: str | None = None, progress: bool = True, attempts: int = 5,
           max_bytes: int | None = None, algorithm: str = "md5") -> Path:
-    """Download `url` to `dest`, resuming cut transfers; a verified `dest` is not fetched again. `md5` is the
-    expected digest (of `algorithm`); more than `max_bytes` is refused; a full disk leaves no partial file."""
+    """Download `url` to `dest`, resuming cut transfers; a verified `dest` is not fetched again.
+
+    `checksum` is the file's hex digest with `algorithm` (see file_digest); None fetches unverified. More than
+    `max_bytes` is refused; a full disk leaves no partial file."""
     dest = Path(dest)
     if dest.exists():
-        if md5 is None or file_digest(dest, algorithm) == md5:
+        if checksum is None or file_digest(dest, algorithm) == checksum:
             return dest
-        print(f"{dest}: {algorithm} does not match {md5}; fetching it again", file=sys.stderr)
+        print(f"{dest}: {algorithm} does not match {checksum}; fetching it again", file=sys.stderr)
         dest.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -98,14 +107,14 @@ def fetch(url: str, dest: Path, md5: str | None = None, progress: bool = True, a
             problem = f"{type(err).__name__}: {err}"
             time.sleep(min(2**attempt - 1, 30))  # retry at once, then back off
             continue
-        if md5 is None or (got := file_digest(part, algorithm)) == md5:
+        if checksum is None or (got := file_digest(part, algorithm)) == checksum:
             os.replace(part, dest)
             return dest
         part.unlink()  # resuming cannot repair corrupt bytes: start over, once
         if restarted:
-            raise DownloadError(f"{url}: {algorithm} {got} twice in a row, expected {md5}; the server holds another "
-                                "file than the published one: check --base-url or the record")
-        restarted, problem = True, f"{algorithm} {got}, expected {md5}"
+            raise DownloadError(f"{url}: {algorithm} {got} twice in a row, expected {checksum}; the server holds "
+                                "another file than the published one: check --base-url or the record")
+        restarted, problem = True, f"{algorithm} {got}, expected {checksum}"
     raise DownloadError(
         f"{url}: download failed after {attempts} attempts ({problem}); "
         f"run the command again to resume, or try a mirror with --base-url / ${BASE_URL_ENV}"

@@ -31,7 +31,7 @@ from default_data import sources  # noqa: E402
 import audiocap  # noqa: E402
 from audiocap.data.datasets import load_captions_csv  # noqa: E402
 from audiocap.metrics import evaluate  # noqa: E402
-from audiocap.metrics.sbert import load_sentence_model, sbert_similarity  # noqa: E402
+from audiocap.metrics.minilm_sim import load_minilm, minilm_similarity  # noqa: E402
 
 CLOTHO_METRICS = ["meteor", "cider_d"]
 # Words too generic to count as inventing a source ("water" in a rain caption, "people" in a crowd).
@@ -110,7 +110,7 @@ def clotho_clips(shared: Path, source_lists: Path, mirrors: Path, raw: Path) -> 
 
 def scores(candidates: list[str], references: list[list[str]], sentence_model) -> dict:
     result = evaluate(candidates, references, metrics=CLOTHO_METRICS)
-    result["minilm_sim"] = sbert_similarity(candidates, references, sentence_model)[0]
+    result["minilm_sim"] = minilm_similarity(candidates, references, sentence_model)[0]
     return {k: round(float(v), 4) for k, v in result.items()}
 
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     heldout = load_captions_csv(args.data / "heldout.csv", args.data / "audio" / "heldout")
     clotho = clotho_clips(args.shared, args.sources, args.mirrors, args.data / "raw")
     references = [it.captions for it in clotho]
-    sentence_model = load_sentence_model()
+    sentence_model = load_minilm()
     fixed = best_fixed_sentence(references, caption_pool(args.shared), sentence_model)
     report = {"clotho_clips": len(clotho), "best_fixed_sentence": fixed, "clotho": {
         "human (leave one out)": human_leave_one_out(references, sentence_model),

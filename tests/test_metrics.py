@@ -337,7 +337,7 @@ def test_score_cli_reads_references_with_a_byte_order_mark_like_train_and_evalua
     assert printed[0] == pytest.approx(evaluate([r["caption_predicted"] for r in rows], plain[2], metrics=["bleu", "rouge_l", "cider_d"]))
 
     (tmp_path / "wrong.csv").write_text("file_name,prediction\n0.wav,a dog\n")
-    with pytest.raises(DataError, match=r"wrong.csv: missing column\(s\) caption_predicted \(has \['file_name', 'prediction'\]\)"):
+    with pytest.raises(DataError, match=r"wrong.csv: missing column\(s\) caption_predicted \(or caption_predicted_1..K\) \(has \['file_name', 'prediction'\]\)"):
         read_predictions_and_references(tmp_path / "wrong.csv", tmp_path / "plain.csv")
     with pytest.raises(DataError, match="wrong.csv: expected columns file_name,caption_1..caption_N"):
         read_predictions_and_references(predictions, tmp_path / "wrong.csv")

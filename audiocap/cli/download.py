@@ -1,5 +1,5 @@
-"""`audiocap download TARGET`: datasets and checkpoints (audiocap.download) and the SPICE jars
-(audiocap.metrics.spice.download_spice)."""
+"""`audiocap download TARGET`: datasets and checkpoints (audiocap.download), the SPICE jars
+(audiocap.metrics.spice.download_spice) and FENSE's models (audiocap.metrics.fense_models.download_fense)."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +10,16 @@ from pathlib import Path
 from audiocap.cli.args import check_output_folder
 from audiocap.download import BASE_URL_ENV, DEFAULT_BASE_URL, TARGETS, download_clotho, download_record
 from audiocap.errors import DownloadError
-from audiocap.metrics.spice import default_spice_home, download_spice  # numpy only: no PyTorch
+from audiocap.metrics.fense_models import download_fense, metrics_cache  # numpy only: no PyTorch
+from audiocap.metrics.spice import default_spice_home, download_spice
 
 
 def configure_download(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("target", choices=[*TARGETS, "spice"], help="what to download")
+    parser.add_argument("target", choices=[*TARGETS, "spice", "fense"], help="what to download (fense: the models "
+                        "of sbert_sim, FER, FENSE and SPIDEr-FL)")
     parser.add_argument("--dest", type=Path, help="destination folder (default: ~/.cache/audiocap/TARGET; "
-                                                  "for spice, $AUDIOCAP_SPICE_HOME if set)")
+                                                  "for spice, $AUDIOCAP_SPICE_HOME if set; for fense, "
+                                                  "$AUDIOCAP_METRICS_CACHE, else ~/.cache/audiocap/metrics)")
     parser.add_argument("--base-url", help=f"mirror or proxy to download from (default: ${BASE_URL_ENV}, "
                                            f"else {DEFAULT_BASE_URL} for datasets and checkpoints)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -43,6 +46,12 @@ def run_download(args: argparse.Namespace) -> int:
         dest = args.dest or default_spice_home()
         check_output_folder(dest, "--dest")
         print(f"spice: installed in {download_spice(dest, base_url)}")  # its SPICE-1.0.zip has no pinned sum
+        return 0
+    if args.target == "fense":  # from the Hugging Face hub and FENSE's GitHub release unless a mirror is given
+        dest = args.dest or metrics_cache()
+        check_output_folder(dest, "--dest")
+        dest = download_fense(dest, base_url, progress=not args.no_progress)
+        print(f"fense: verified in {dest}")
         return 0
     dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
     check_output_folder(dest, "--dest")

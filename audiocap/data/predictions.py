@@ -1,6 +1,8 @@
 """Predicted captions and their references, read for scoring (`audiocap score`).
 
-PREDICTIONS has columns `file_name,caption_predicted`, one row per file; CAPTIONS has
+PREDICTIONS has columns `file_name,caption_predicted`, one row per file (or `caption_predicted_1..K`, the
+K best candidates of each file as `audiocap caption --n-best K` writes them: spider_max scores all K, the
+other metrics the first); CAPTIONS has
 `file_name,caption_1..caption_N`, one row per clip (or is an AudioCaps CSV, `youtube_id,caption`, one row
 per caption, whose youtube ids are the file names), and may hold more clips than PREDICTIONS.
 """
@@ -15,7 +17,8 @@ from audiocap.errors import DataError, first_few
 
 
 def read_predictions_and_references(predictions: Path, references: Path):
-    """(file names, candidates, reference lists) of the predicted clips, in prediction order.
+    """(file names, candidate lists, reference lists) of the predicted clips, in prediction order; each
+    candidate list holds one caption, or the K of an n-best file.
 
     Every predicted clip must have references; references of clips without a prediction are left
     out (a note on stderr says how many), so a few clips can be scored against a whole split's CSV.
@@ -37,13 +40,26 @@ def read_predictions_and_references(predictions: Path, references: Path):
     return names, [predicted[n] for n in names], [referenced[n] for n in names]
 
 
-def read_predictions(path: Path) -> dict[str, str]:
-    """file_name -> predicted caption; one row per file, as `audiocap caption --format csv` writes."""
+def prediction_columns(path: Path, columns: list[str]) -> list[str]:
+    """`caption_predicted`, or `caption_predicted_1..K` (an n-best file), whichever the CSV has."""
+    if "caption_predicted" in columns:
+        return ["caption_predicted"]
+    numbered = sorted(int(c.rpartition("_")[2]) for c in columns
+                      if c.startswith("caption_predicted_") and c.rpartition("_")[2].isdigit())
+    if numbered and numbered != list(range(1, len(numbered) + 1)):
+        raise DataError(f"{path}: n-best columns must be caption_predicted_1..K without gaps (has "
+                        f"{', '.join(f'caption_predicted_{k}' for k in numbered)})")
+    return [f"caption_predicted_{k}" for k in numbered]
+
+
+def read_predictions(path: Path) -> dict[str, list[str]]:
+    """file_name -> its predicted caption(s); one row per file, as `audiocap caption --format csv` writes."""
     columns, rows = read_csv(path, what="predictions CSV")
     if "start_seconds" in columns:  # `audiocap caption --segment`: several windows per file
         raise DataError(f"{path}: has start_seconds/end_seconds columns: segment captions cannot be scored "
                         "per file against whole-clip references; caption the clips without --segment")
-    missing = [c for c in ["file_name", "caption_predicted"] if c not in columns]
+    wanted = prediction_columns(path, columns)
+    missing = [c for c in ["file_name"] if c not in columns] + ([] if wanted else ["caption_predicted (or caption_predicted_1..K)"])
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has {columns})")
     if not rows:
@@ -52,7 +68,7 @@ def read_predictions(path: Path) -> dict[str, str]:
     names = [row["file_name"] or "" for row in rows]
     _check_keys(path, names, "more than one prediction", "keep one prediction per file")
     # a short row has no prediction cell (None): an empty prediction, scored 0 with a warning
-    return {name: row["caption_predicted"] or "" for name, row in zip(names, rows)}
+    return {name: [row[c] or "" for c in wanted] for name, row in zip(names, rows)}
 
 
 def read_references(path: Path) -> dict[str, list[str]]:
