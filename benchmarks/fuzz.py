@@ -30,9 +30,10 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 CLIP_DIR = ROOT.parent / "shared" / "data" / "clotho" / "audio" / "validation"
 MODEL = ROOT / "audiocap" / "assets" / "default_model.safetensors"
-RUNNER = ("import resource, sys\nfrom audiocap.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
-          "    print('FUZZ_MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-          "sys.exit(code)")
+# VmHWM is this process's peak resident memory (ru_maxrss would include the parent's at fork)
+RUNNER = ("import re, sys\nfrom audiocap.cli import main\ntry:\n    code = main(sys.argv[1:])\nfinally:\n"
+          "    print('FUZZ_MAXRSS_KB', re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), "
+          "file=sys.stderr)\nsys.exit(code)")
 
 
 def audio_cases(folder: Path, clip: Path, mutations: int, rng) -> list[Path]:
