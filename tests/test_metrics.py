@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +259,7 @@ def test_score_cli_json_and_per_clip(tmp_path, shared_data):
         csv.writer(f).writerows([["file_name", "caption_predicted"]] + [[f"{i}.wav", r["caption_predicted"]] for i, r in enumerate(rows)])
     with open(captions, "w", newline="") as f:
         csv.writer(f).writerows([["file_name", "caption_1", "caption_2"]] + [[f"{i}.wav", r["caption_1"], r["caption_2"]] for i, r in enumerate(rows)])
-    command = ["python", "-m", "audiocap", "score", str(predictions), "--references", str(captions),
+    command = [sys.executable, "-m", "audiocap", "score", str(predictions), "--references", str(captions),
                "--metrics", "bleu,rouge_l,cider_d,vocab", "--json", "--per-clip", str(tmp_path / "clips.csv")]
     run = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).parents[1], env=os.environ)
     assert run.returncode == 0, run.stderr

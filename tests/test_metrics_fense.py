@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +113,7 @@ def test_a_cut_transfer_resumes_and_a_wrong_hub_file_is_named(hub, stand_in_chec
 def test_a_missing_model_is_one_error_line_naming_the_file_and_the_command(tmp_path, shared_data):
     predictions = shared_data / "system_outputs" / "example_1.csv"
     for metrics in ["dcase2024", "sbert_sim", "spider_fl"]:
-        run = subprocess.run(["python", "-m", "audiocap", "score", str(predictions), "--references", str(predictions),
+        run = subprocess.run([sys.executable, "-m", "audiocap", "score", str(predictions), "--references", str(predictions),
                               "--metrics", metrics, "--metrics-cache", str(tmp_path / "empty")],
                              capture_output=True, text=True, cwd=ROOT)
         lines = [line for line in run.stderr.splitlines() if line.strip()]
