@@ -65,7 +65,7 @@ def stand_in_checksum(monkeypatch, stand_in_cache):
 
 
 def download(dest: Path, hub) -> int:
-    return cli.main(["download", "fense", "--dest", str(dest), "--base-url", hub.url, "--no-progress"])
+    return cli.main(["download", "fense", "--dest", str(dest), "--base-url", hub.url, "--no-progress", "--allow-http"])
 
 
 def test_download_fense_then_score_from_the_cache(hub, stand_in_checksum, stand_in_cache, tmp_path, shared_data, capsys):
