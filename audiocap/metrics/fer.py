@@ -67,7 +67,8 @@ def load_error_detector(cache: Path, name: str = DEFAULT_ECHECKER, device: str =
                           f"({error.name} is missing)") from None
     model_type, num_classes, state_dict = read_checkpoint(echecker_checkpoint(cache, name))
     folder = model_folder(cache, model_type, "fer (the fluency-error detector of FENSE and SPIDEr-FL)")
-    detector = FluencyErrorDetector(AutoModel.from_config(AutoConfig.from_pretrained(folder)), num_classes)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)  # never the hub: the cache only
+    detector = FluencyErrorDetector(AutoModel.from_config(config), num_classes)
     # transformers >= 4.31 keeps position_ids out of the state dict (aac-metrics drops it the same way)
     state_dict.pop("encoder.embeddings.position_ids", None)
     try:
@@ -75,7 +76,8 @@ def load_error_detector(cache: Path, name: str = DEFAULT_ECHECKER, device: str =
     except RuntimeError as err:
         raise MetricError(f"{folder}/config.json does not match the checkpoint's weights: "
                           f"{' '.join(str(err).split())[:300]}") from None
-    return detector.eval().requires_grad_(False).to(device), AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return detector.eval().requires_grad_(False).to(device), tokenizer
 
 
 def normalize(caption: str) -> str:
