@@ -102,9 +102,7 @@ def esc50_items(shared: Path, out: Path, seed: int, copy_audio: bool) -> list[It
 
 
 def source_items(args, out: Path, classes: dict) -> list[Item]:
-    instruments = {folder: v for folder, v in cap.yaml.safe_load(
-        (RECIPES / "everyday_classes.yaml").read_text(encoding="utf-8"))["instruments"].items()}
-    clips = sources.load_source_clips(args.sources, instruments)
+    clips = sources.load_source_clips(args.sources, cap.load_instruments())
     rng = random.Random(f"{args.seed}/sources")
     chosen = (cap_per_class([c for c in clips if not c.heldout], args.train_per_class, rng)
               + cap_per_class([c for c in clips if c.heldout], args.heldout_per_class, rng))

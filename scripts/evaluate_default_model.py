@@ -65,8 +65,7 @@ def training_classes(data: Path, shared: Path, source_lists: Path) -> set[str]:
     the source lists and ESC-50's metadata)."""
     with open(shared / "esc50" / "meta" / "esc50.csv", newline="") as f:
         names = {Path(row["filename"]).with_suffix(".flac").name: row["category"] for row in csv.DictReader(f)}
-    instruments = cap.yaml.safe_load((cap.RECIPES / "everyday_classes.yaml").read_text())["instruments"]
-    names |= {clip.name: clip.cls for clip in sources.load_source_clips(source_lists, instruments)}
+    names |= {clip.name: clip.cls for clip in sources.load_source_clips(source_lists, cap.load_instruments())}
     train = load_captions_csv(data / "train.csv", data / "audio" / "train")
     return {names[it.key] for it in train if it.key in names}
 

@@ -149,8 +149,7 @@ def test_source_hit_rate_refuses_missing_predictions():
 def source_clips(classes) -> list:
     if not SOURCES.is_dir():
         raise FileNotFoundError(f"source lists not found at {SOURCES}")
-    instruments = captions.yaml.safe_load((RECIPES / "everyday_classes.yaml").read_text())["instruments"]
-    return sources.load_source_clips(SOURCES, instruments)
+    return sources.load_source_clips(SOURCES, captions.load_instruments())
 
 
 def test_every_listed_recording_maps_to_a_known_class(source_clips, classes):

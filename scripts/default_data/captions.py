@@ -69,6 +69,11 @@ def load_classes(recipes: Path = RECIPES) -> dict[str, SoundClass]:
     return classes
 
 
+def load_instruments(recipes: Path = RECIPES) -> dict[str, list[str]]:
+    """Philharmonia folder -> [name in captions, how it is played] (everyday_classes.yaml)."""
+    return yaml.safe_load((recipes / "everyday_classes.yaml").read_text(encoding="utf-8"))["instruments"]
+
+
 def load_written_captions(path: Path) -> dict[str, list[str]]:
     """ESC-50 captions written for this project, per category (data_recipes/esc50_captions.csv)."""
     captions: dict[str, list[str]] = {}
