@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_data import captions as cap  # noqa: E402
 from default_data import sources  # noqa: E402
+import source_hit  # noqa: E402  (a sibling script: whole-word matching)
 
 import audiocap  # noqa: E402
 from audiocap.data.datasets import load_captions_csv  # noqa: E402
@@ -40,13 +41,9 @@ GENERIC = {"water", "people", "voice", "voices", "machine", "appliance", "board"
 BASELINE_SENTENCE = "a man speaks while a vehicle engine runs and birds chirp"
 
 
-def normalize(text: str) -> str:
-    return " " + " ".join("".join(ch if ch.isalnum() else " " for ch in text.lower().replace("'", "")).split()) + " "
-
-
 def named_words(caption: str, words: list[str]) -> set[str]:
-    text = normalize(caption)
-    return {w for w in words if normalize(w) in text}
+    text = source_hit.normalize_words(caption)
+    return {w for w in words if source_hit.normalize_words(w) in text}
 
 
 def judge(caption: str, true_classes: list[str], classes: dict) -> dict:
