@@ -94,7 +94,10 @@ def esc50_items(shared: Path, out: Path, seed: int, copy_audio: bool) -> list[It
     for clip in clips:
         split = "heldout" if clip.file_name in heldout else "train"
         dest = out / "audio" / split / clip.file_name
-        shutil.copyfile(clip.path, dest) if copy_audio else dest.symlink_to(clip.path.resolve())
+        if copy_audio:
+            shutil.copyfile(clip.path, dest)
+        else:
+            dest.symlink_to(clip.path.resolve())
         items.append(Item(clip.file_name, split, "single", [clip.category],
                           rng.sample(written[clip.category], cap.CAPTIONS_PER_CLIP),
                           [f"ESC-50:{clip.path.name}"], dest))
@@ -222,7 +225,10 @@ def prepare_out_dir(out: Path) -> None:
             raise SystemExit(f"{out} holds files this script did not make ({', '.join(foreign[:3])}); choose another --out")
         for name in OUTPUTS:
             target = out / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
     for split in ("train", "heldout"):
         (out / "audio" / split).mkdir(parents=True, exist_ok=True)
 

@@ -19,8 +19,6 @@ class Clip:
     path: Path
 
 
-
-
 def load_esc50(esc50_root: Path) -> list[Clip]:
     clips = []
     with open(esc50_root / "meta" / "esc50.csv", newline="") as f:
