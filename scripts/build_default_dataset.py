@@ -68,6 +68,8 @@ class Item:
     captions: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     path: Path | None = None  # the written audio
+    seconds: float = 0.0
+    detail: dict = field(default_factory=dict)  # label facts a caption may use (note length, dynamic)
 
 
 def cap_per_class(clips: list, limit: int, rng: random.Random) -> list:
@@ -94,6 +96,7 @@ def esc50_items(shared: Path, out: Path, seed: int, copy_audio: bool) -> list[It
     for clip in clips:
         split = "heldout" if clip.file_name in heldout else "train"
         dest = out / "audio" / split / clip.file_name
+        dest.unlink(missing_ok=True)
         if copy_audio:
             shutil.copyfile(clip.path, dest)
         else:
@@ -118,7 +121,8 @@ def source_items(args, out: Path, classes: dict) -> list[Item]:
         mixing.write_flac(dest, audio)
         caption_rng = random.Random(f"{args.seed}/{clip.name}")
         captions = cap.single_captions(classes[clip.cls], len(audio) / mixing.SAMPLE_RATE, caption_rng, clip.detail)
-        items.append(Item(clip.name, split, "single", [clip.cls], captions, [p.source_id for p in clip.parts], dest))
+        items.append(Item(clip.name, split, "single", [clip.cls], captions, [p.source_id for p in clip.parts], dest,
+                          len(audio) / mixing.SAMPLE_RATE, clip.detail))
         if i % 500 == 0:
             print(f"sources {i}/{len(chosen)}", flush=True)
     return items
@@ -193,6 +197,31 @@ def mixture_items(singles: list[Item], classes: dict, args, out: Path) -> tuple[
     return items, mixes
 
 
+def oversample(singles: list[Item], classes: dict, written: dict, args) -> list[Item]:
+    """Copies of the training clips of rare classes (ESC-50 gives a class 6 clips, UrbanSound8K
+    150), so that every class has at least `min_train_per_class` training items: without them
+    the decoder's prior favours the large classes. A copy is a link to the same audio (the same
+    cached features) with 5 other captions of its class."""
+    by_class = defaultdict(list)
+    for item in singles:
+        if item.split == "train":
+            by_class[item.classes[0]].append(item)
+    copies = []
+    for cls in sorted(by_class):
+        group = by_class[cls]
+        for i in range(max(0, args.min_train_per_class - len(group))):
+            item = group[i % len(group)]
+            rng = random.Random(f"{args.seed}/copy/{item.file_name}/{i}")
+            name = f"{Path(item.file_name).stem}~{i // len(group) + 1}{Path(item.file_name).suffix}"
+            captions = (rng.sample(written[cls], cap.CAPTIONS_PER_CLIP) if cls in written
+                        else cap.single_captions(classes[cls], item.seconds, rng, item.detail))
+            path = item.path.with_name(name)
+            path.unlink(missing_ok=True)
+            path.symlink_to(item.path.resolve())
+            copies.append(Item(name, "train", "copy", [cls], captions, item.sources, path, item.seconds, item.detail))
+    return copies
+
+
 def write_csv(path: Path, header: list[str], rows) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -217,20 +246,26 @@ def write_outputs(out: Path, items: list[Item], mixes: list[mixing.Mixture], cla
 
 
 def prepare_out_dir(out: Path) -> None:
-    """Refuse to write into a non-empty folder this script did not make; clear one it did
-    (but keep raw/, the files extracted from the repositories)."""
+    """Refuse to write into a non-empty folder this script did not make; clear the tables of one
+    it did. Audio stays: a rebuild leaves unchanged clips untouched (the feature cache knows a
+    file by its path, size and time), and `remove_stale_audio` drops the clips no longer made."""
     if out.exists():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS + ("raw",))
         if foreign:
             raise SystemExit(f"{out} holds files this script did not make ({', '.join(foreign[:3])}); choose another --out")
         for name in OUTPUTS:
-            target = out / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+            if name != "audio":
+                (out / name).unlink(missing_ok=True)
     for split in ("train", "heldout"):
         (out / "audio" / split).mkdir(parents=True, exist_ok=True)
+
+
+def remove_stale_audio(out: Path, items: list[Item]) -> None:
+    kept = {item.path for item in items}
+    for split in ("train", "heldout"):
+        for path in (out / "audio" / split).iterdir():
+            if path not in kept:
+                path.unlink()
 
 
 def counts(items: list[Item]) -> dict:
@@ -251,7 +286,9 @@ def build(args) -> dict:
         if i % VAL_SINGLES_EVERY == VAL_SINGLES_EVERY - 1:  # model selection sees single sources too
             item.split = "val"
     mixtures, mixes = mixture_items(singles, classes, args, args.out)
-    items = singles + mixtures
+    copies = oversample(singles, classes, cap.load_written_captions(RECIPES / "esc50_captions.csv"), args)
+    items = singles + copies + mixtures
+    remove_stale_audio(args.out, items)
     recipes = sorted(RECIPES.glob("*.*"))
     manifest = {
         "seed": args.seed, "sample_rate": mixing.SAMPLE_RATE, "captions_per_clip": cap.CAPTIONS_PER_CLIP,
@@ -275,10 +312,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-per-class", type=int, default=150, help="training clips per class at most")
     parser.add_argument("--heldout-per-class", type=int, default=12, help="held-out clips per class at most")
-    parser.add_argument("--backgrounds", type=int, default=700, help="training mixtures: speech over a background")
-    parser.add_argument("--overlays", type=int, default=450, help="training mixtures: two sources at once")
-    parser.add_argument("--sequences", type=int, default=450, help="training mixtures: one after the other")
-    parser.add_argument("--val-mixtures", type=int, default=150, help="of those, kept out of training for validation")
+    parser.add_argument("--min-train-per-class", type=int, default=30,
+                        help="rare classes' training clips are repeated (with other captions) up to this many")
+    parser.add_argument("--backgrounds", type=int, default=450, help="training mixtures: speech over a background")
+    parser.add_argument("--overlays", type=int, default=250, help="training mixtures: two sources at once")
+    parser.add_argument("--sequences", type=int, default=250, help="training mixtures: one after the other")
+    parser.add_argument("--val-mixtures", type=int, default=90, help="of those, kept out of training for validation")
     parser.add_argument("--heldout-mixtures", type=int, default=200, help="mixtures of held-out clips, for evaluation")
     parser.add_argument("--copy-audio", action="store_true", help="copy ESC-50 audio instead of symlinking")
     return parser.parse_args(argv)

@@ -268,3 +268,33 @@ def test_builder_is_deterministic(shared_data, built, tmp_path):
         assert (tmp_path / name).read_bytes() == (built / name).read_bytes(), name
     first = next((built / "audio" / "train").glob("mix_train_sequence_*.flac"))
     assert (tmp_path / "audio" / "train" / first.name).read_bytes() == first.read_bytes()
+
+
+def test_rare_classes_are_repeated_with_other_captions(built):
+    train = read_rows(built / "train.csv")
+    per_class: dict[str, int] = {}
+    for row in train:
+        if not row["file_name"].startswith("mix_"):
+            category = int(Path(row["file_name"].split("~")[0]).stem.rsplit("-", 1)[1])
+            per_class[category] = per_class.get(category, 0) + 1
+    assert len(per_class) == 50 and min(per_class.values()) >= 30  # ESC-50 gives each class ~6 training clips
+    by_name = {row["file_name"]: row for row in train}
+    copies = [name for name in by_name if "~" in name]
+    for name in copies:
+        path, original = built / "audio" / "train" / name, name.split("~")[0] + ".flac"
+        assert path.resolve() == (built / "audio" / "train" / original).resolve()  # the same cached features
+    assert sum(by_name[n]["caption_1"] != by_name[n.split("~")[0] + ".flac"]["caption_1"] for n in copies) > len(copies) / 2
+
+
+def test_a_rebuild_leaves_unchanged_audio_untouched_and_drops_stale_clips(shared_data, tmp_path):
+    def build(overlays: int) -> None:
+        builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), "--seed", "3",
+                                          "--backgrounds", "0", "--overlays", str(overlays), "--sequences", "8",
+                                          "--val-mixtures", "6", "--heldout-mixtures", "8"]))
+
+    build(8)
+    mixtures = sorted((tmp_path / "audio" / "train").glob("mix_train_overlay_*.flac"))
+    times = {p: p.stat().st_mtime_ns for p in mixtures}
+    build(4)
+    kept = sorted((tmp_path / "audio" / "train").glob("mix_train_overlay_*.flac"))
+    assert kept == mixtures[:4] and all(p.stat().st_mtime_ns == times[p] for p in kept)

@@ -5,6 +5,7 @@ loudness-matched before the relative gain, scaled down to a -1 dBFS peak, never 
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +34,15 @@ class Mixture:
 
 
 def write_flac(path: Path, audio: np.ndarray) -> None:
+    """Write atomically, and not at all if the file already holds these bytes: a rebuild keeps
+    unchanged clips' times, so their cached features stay valid."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    data = buffer.getvalue()
+    if path.is_file() and not path.is_symlink() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
     tmp = path.with_name(path.name + ".part")
-    sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    tmp.write_bytes(data)
     tmp.replace(path)
 
 
