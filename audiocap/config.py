@@ -80,7 +80,7 @@ def _type_name(hint) -> str:
 _RULES = {"> 0": lambda v: v > 0, "≥ 0": lambda v: v >= 0, "in [0, 1)": lambda v: 0 <= v < 1,
           "in [0, 1]": lambda v: 0 <= v <= 1}
 TRAIN_CONFIG_RANGES = {
-    "epochs": "> 0", "batch_size": "> 0", "grad_accum_steps": "> 0", "early_stopping_patience": "≥ 0",
+    "epochs": "> 0", "text_epochs": "≥ 0", "batch_size": "> 0", "grad_accum_steps": "> 0", "early_stopping_patience": "≥ 0",
     "learning_rate": "> 0", "encoder_learning_rate": "> 0",
     "crop_seconds": "> 0", "grad_clip": "> 0", "val_beam_size": "> 0", "min_word_count": "> 0",
     "warmup_steps": "≥ 0", "weight_decay": "≥ 0", "rlssr_weight": "≥ 0", "mixup_alpha": "≥ 0",
@@ -169,6 +169,9 @@ class TrainConfig:
     # captioning model: fields of model.ModelDimensions (input size and vocabulary are filled in)
     model: dict = field(default_factory=dict)
     min_word_count: int = 1
+    # decoder pretraining on caption text alone, before the audio (text_pretraining.py): CSV paths, passes
+    text_captions: list = field(default_factory=list)
+    text_epochs: int = 0
     # loss
     label_smoothing: float = 0.1
     rlssr_weight: float = 1.0  # λ; 0 turns RLSSR off (the ablation) and drops the head
@@ -211,6 +214,9 @@ class TrainConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"config key {key}={getattr(self, key)!r}: choose one of {', '.join(allowed)}")
         check_ranges(self, TRAIN_CONFIG_RANGES)
+        if bool(self.text_captions) != (self.text_epochs > 0):
+            raise ConfigError("config keys text_captions and text_epochs go together: give caption CSVs and "
+                              "text_epochs > 0 to pretrain the decoder on text, or neither")
         self.model = check_model_options(self.model)  # before any feature is extracted
         for name in self.val_metrics:
             if name not in METRICS:

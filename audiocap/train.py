@@ -43,6 +43,7 @@ from audiocap.errors import AudiocapError, ConfigError, check_not_too_long
 from audiocap.metrics import evaluate
 from audiocap.model import AudioCaptioner, ModelDimensions, caption_loss
 from audiocap.optim import lr_factor, param_groups
+from audiocap.text_pretraining import pretrain_decoder
 from audiocap.tokenizer import Tokenizer
 
 __all__ = ["TrainConfig", "train"]
@@ -56,7 +57,6 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     autocast = torch.autocast(ddp.device.type, dtype=torch.bfloat16, enabled=config.bf16)
     data = prepare_data(config, ddp, autocast)
     model = AudioCaptioner(data.dims).to(ddp.device)
-    ddp_model = DistributedDataParallel(model) if ddp.enabled else model
     optimizer, scheduler = make_optimizer(config, model, data.source, len(data.loader))
     # everything is checked: from here on the run writes into out_dir, which no other run may use meanwhile
     run_lock = lock_out_dir(out_dir) if ddp.is_main else None  # noqa: F841  (held until the process ends)
@@ -65,6 +65,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if ddp.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(out_dir / "tensorboard")
+    if config.text_epochs and not resume:  # every process alike (deterministic); checkpointed as epoch 0
+        text = pretrain_decoder(config, model, data.tokenizer, ddp.device, show_progress=ddp.is_main)
+        if writer:
+            tqdm.write(f"text pretraining: {text['captions']} captions, {text['steps']} steps, loss {text['loss']:.3f}")
+            log_scalars(writer, 0, {"text/loss": text["loss"], "text/captions": text["captions"]})
+        save_state(out_dir / "last.pt", config, data, model, optimizer, scheduler, run, ddp)
+    ddp_model = DistributedDataParallel(model) if ddp.enabled else model  # wraps the weights every process has
 
     for epoch in range(run.epoch, config.epochs):
         if config.early_stopping_patience and epoch - run.best_epoch >= config.early_stopping_patience:

@@ -211,6 +211,26 @@ def test_resume_after_interruption_is_exact(tmp_path, captions_csv, feature_cach
         assert torch.equal(state_a["exp_avg_sq"], state_b["exp_avg_sq"])
 
 
+def test_text_pretraining_runs_first_and_an_interrupted_run_resumes_after_it(tmp_path, shared_data, captions_csv,
+                                                                              feature_cache, monkeypatch):
+    text = [str(shared_data / "clotho" / "clotho_captions_development.csv")]
+    make = lambda out: tiny_config(out, captions_csv, feature_cache, epochs=1, text_captions=text, text_epochs=1)
+    train(make(tmp_path / "straight"))
+    train_killed_after_epoch_1(make(tmp_path / "resumed"), monkeypatch)  # the first last.pt: after the text stage
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 0
+    train(make(tmp_path / "resumed"), resume=True)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    assert straight["step"] == resumed["step"] > 0
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "straight" / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("text/captions")[0].value > 100 and math.isfinite(events.Scalars("text/loss")[0].value)
+
+
 def test_resume_refuses_changed_training_captions(tmp_path, captions_csv, feature_cache):
     csv_copy = first_clips_csv(captions_csv, tmp_path / "captions.csv", 4)
     config = tiny_config(tmp_path / "run", csv_copy, feature_cache, epochs=1)
