@@ -13,9 +13,11 @@ import csv
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
+from audiocap.batches import collate
 from audiocap.config import TrainConfig
 from audiocap.errors import ConfigError
 from audiocap.model import AudioCaptioner, caption_loss
@@ -41,18 +43,13 @@ def in_vocabulary(captions: list[str], tokenizer: Tokenizer, max_tokens: int) ->
     return sorted(list(ids) for ids in encoded if ids and len(ids) <= max_tokens and Tokenizer.unk not in ids)
 
 
-def text_batches(captions: list[list[int]], batch_size: int, rng: random.Random):
-    """(tokens_in, tokens_out) batches of one shuffled pass: `<bos> w1..wn` and `w1..wn <eos>`, padded."""
+def text_batches(captions: list[list[int]], n_audio_features: int, batch_size: int, rng: random.Random):
+    """Batches of one shuffled pass, as `batches.collate` makes them from clips: here each clip is one
+    zero frame, so the decoder sees no audio."""
+    silence = np.zeros((1, n_audio_features), dtype=np.float32)
     order = rng.sample(captions, len(captions))
     for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        length = max(len(ids) for ids in batch) + 1
-        tokens_in = torch.full((len(batch), length), Tokenizer.pad)
-        tokens_out = torch.full((len(batch), length), Tokenizer.pad)
-        for i, ids in enumerate(batch):
-            tokens_in[i, : len(ids) + 1] = torch.tensor([Tokenizer.bos, *ids])
-            tokens_out[i, : len(ids) + 1] = torch.tensor([*ids, Tokenizer.eos])
-        yield tokens_in, tokens_out
+        yield collate([(silence, ids) for ids in order[start:start + batch_size]])
 
 
 def pretrain_decoder(config: TrainConfig, model: AudioCaptioner, tokenizer: Tokenizer, device: torch.device,
@@ -73,12 +70,12 @@ def pretrain_decoder(config: TrainConfig, model: AudioCaptioner, tokenizer: Toke
     rng, steps, loss = random.Random(f"{config.seed}/text"), 0, float("nan")
     model.train()
     for epoch in range(config.text_epochs):
-        batches = tqdm(text_batches(captions, config.batch_size, rng), total=-(-len(captions) // config.batch_size),
-                       desc=f"text {epoch + 1}/{config.text_epochs}", disable=not show_progress)
-        for tokens_in, tokens_out in batches:
-            tokens_in, tokens_out = tokens_in.to(device), tokens_out.to(device)
-            frames = torch.zeros(len(tokens_in), 1, model.dims.n_audio_features, device=device)  # no audio
-            out = model(frames, torch.ones(len(tokens_in), dtype=torch.long, device=device), tokens_in)
+        batches = tqdm(text_batches(captions, model.dims.n_audio_features, config.batch_size, rng),
+                       total=-(-len(captions) // config.batch_size), desc=f"text {epoch + 1}/{config.text_epochs}",
+                       disable=not show_progress)
+        for batch in batches:
+            frames, frame_lengths, tokens_in, tokens_out = (x.to(device) for x in batch)
+            out = model(frames, frame_lengths, tokens_in)
             total = caption_loss(out, tokens_out, rlssr_weight=0.0, label_smoothing=config.label_smoothing).total
             optimizer.zero_grad(set_to_none=True)
             total.backward()

@@ -38,7 +38,8 @@ def test_keeps_only_distinct_captions_made_of_vocabulary_words():
 
 
 def test_batches_are_bos_shifted_and_padded():
-    tokens_in, tokens_out = next(text_batches([[5, 6], [7]], 2, random.Random(0)))
+    frames, frame_lengths, tokens_in, tokens_out = next(text_batches([[5, 6], [7]], 16, 2, random.Random(0)))
+    assert frames.shape == (2, 1, 16) and not frames.any() and frame_lengths.tolist() == [1, 1]
     rows = {tuple(r) for r in tokens_in.tolist()}, {tuple(r) for r in tokens_out.tolist()}
     assert rows == ({(1, 5, 6), (1, 7, 0)}, {(5, 6, 2), (7, 2, 0)})
 
@@ -46,9 +47,9 @@ def test_batches_are_bos_shifted_and_padded():
 def language_model_loss(model: AudioCaptioner, captions: list[list[int]]) -> float:
     model.eval()
     with torch.no_grad():
-        tokens_in, tokens_out = next(text_batches(captions, len(captions), random.Random(0)))
-        frames = torch.zeros(len(tokens_in), 1, model.dims.n_audio_features)
-        out = model(frames, torch.ones(len(tokens_in), dtype=torch.long), tokens_in)
+        frames, frame_lengths, tokens_in, tokens_out = next(
+            text_batches(captions, model.dims.n_audio_features, len(captions), random.Random(0)))
+        out = model(frames, frame_lengths, tokens_in)
         return caption_loss(out, tokens_out, rlssr_weight=0.0).total.item()
 
 
