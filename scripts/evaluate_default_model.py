@@ -176,6 +176,21 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "clotho_captions"}, indent=1))
+    print(summary_table(report))
+
+
+def summary_table(report: dict) -> str:
+    """One markdown row per model: held-out single sources and mixtures, and the Clotho clips."""
+    lines = ["| model | singles: names the source | singles: invents | mixtures: names both | mixtures: invents "
+             "| Clotho MiniLM | Clotho METEOR | Clotho CIDEr-D |", "|---|---|---|---|---|---|---|---|"]
+    for name, clotho in report["clotho"].items():
+        held = report.get("heldout", {}).get(name)
+        cells = ([f"{held['single']['hit']:.3f}", f"{held['single']['invented']:.3f}",
+                  f"{held['mixture']['all_named']:.3f}", f"{held['mixture']['invented']:.3f}"]
+                 if held else ["—"] * 4)
+        cells += [f"{clotho['minilm_sim']:.3f}", f"{clotho['meteor']:.3f}", f"{clotho['cider_d']:.3f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
