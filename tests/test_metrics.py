@@ -127,7 +127,11 @@ def test_bleu_cider_with_a_vocabulary_too_large_for_plain_int64_ngram_codes():
     res, gts = {i: [c] for i, c in enumerate(candidates)}, dict(enumerate(references))
     np.testing.assert_allclose(bleu(candidates, references).corpus, Bleu(4).compute_score(gts, res, verbose=0)[0],
                                rtol=0, atol=1e-9)
-    assert abs(cider_d(candidates, references)[0] - Cider().compute_score(gts, res)[0]) < 1e-9
+    reference, reference_per_clip = Cider().compute_score(gts, res)
+    assert abs(cider_d(candidates, references)[0] - reference) < 1e-9
+    # in chunks, the n-grams are numbered across chunks through the references' bigrams (document_frequency.py)
+    chunked = score(candidates, references, "cider_d", chunk_clips=50)
+    np.testing.assert_allclose(chunked.per_clip["cider_d"], reference_per_clip, rtol=0, atol=1e-9)
 
 
 def _cases(shared_data, clotho_validation):
@@ -184,6 +188,26 @@ def test_score_shares_tokens_and_ngrams_and_equals_pycocoevalcap(reference_score
         np.testing.assert_allclose(ours.per_clip[name], ref[key][1], rtol=0, atol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:.*empty after tokenization")  # example_1 has empty candidates
+@pytest.mark.parametrize("case", [f"clotho-loo-{k}" for k in range(5)] + ["example_1", "example_2"])
+def test_scoring_in_chunks_of_a_few_clips_equals_one_chunk_and_pycocoevalcap(reference_scores, case):
+    """Chunks of 7 clips: BLEU's counts added up, ROUGE-L per clip, CIDEr-D with the document frequencies of
+    every chunk's references."""
+    ref = reference_scores[case]
+    metrics = ["bleu", "rouge_l", "cider_d"]
+    chunked = score(ref["candidates"], ref["references"], metrics, chunk_clips=7)
+    whole = score(ref["candidates"], ref["references"], metrics, chunk_clips=len(ref["candidates"]))
+    for name in [f"bleu_{n}" for n in range(1, 5)] + ["rouge_l"]:
+        assert chunked.corpus[name] == whole.corpus[name]
+        np.testing.assert_array_equal(chunked.per_clip[name], whole.per_clip[name])
+    # CIDEr-D's sums run over the n-grams in another order: equal to float rounding
+    np.testing.assert_allclose(chunked.per_clip["cider_d"], whole.per_clip["cider_d"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose([chunked.corpus[f"bleu_{n}"] for n in range(1, 5)], ref["bleu"][0], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(chunked.per_clip["rouge_l"], ref["rouge"][1], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(chunked.per_clip["cider_d"], ref["cider"][1], rtol=0, atol=1e-9)
+    assert abs(chunked.corpus["cider_d"] - ref["cider"][0]) < 1e-9
+
+
 def test_empty_candidate_scores_zero_like_the_toolkit():
     candidates, references = ["", "a dog barks"], [["a cat meows", "a dog barks loudly"], ["a dog barks"]]
     res, gts = {i: [c] for i, c in enumerate(candidates)}, {i: r for i, r in enumerate(references)}
@@ -203,15 +227,18 @@ def test_empty_candidate_scores_zero_like_the_toolkit():
 
 
 def test_meteor_equal_pycocoevalcap_on_subset(clotho_validation):
+    """Scored in chunks of 64 clips, the statistics summed as the jar's EVAL sums them (which leaves out the one
+    chunk of a clip whose words all match: the first 3 candidates are one of their references)."""
     from pycocoevalcap.meteor.meteor import Meteor
 
-    clips = clotho_validation[:200]
+    clips = [[c[1], *c[1:]] if i < 3 else c for i, c in enumerate(clotho_validation[:200])]
     candidates = [tokenize(c[0]) for c in clips]
     references = [[tokenize(r) for r in c[1:]] for c in clips]
-    ours = score([c[0] for c in clips], [c[1:] for c in clips], metrics=["meteor"])
+    ours = score([c[0] for c in clips], [c[1:] for c in clips], metrics=["meteor"], chunk_clips=64)
     reference, per_clip = Meteor().compute_score(dict(enumerate(references)), {i: [c] for i, c in enumerate(candidates)})
-    assert abs(ours.corpus["meteor"] - reference) < 1e-6
-    np.testing.assert_allclose(ours.per_clip["meteor"], per_clip, rtol=0, atol=1e-6)
+    assert ours.corpus["meteor"] == reference  # the same jar's numbers, read the same way
+    np.testing.assert_array_equal(ours.per_clip["meteor"], per_clip)
+    assert min(ours.per_clip["meteor"][:3]) > 0.99  # the perfect matches are there
 
 
 def test_missing_java_is_reported_and_other_metrics_still_computed(monkeypatch):

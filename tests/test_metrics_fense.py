@@ -49,7 +49,7 @@ def hub(server, stand_in_cache):  # noqa: F811
                 continue
             body = path.read_bytes()
             server.files[f"/{repo}/resolve/{COMMIT}/{name}"] = body
-            sibling = {"rfilename": name, "blobId": git_blob_id(body)}
+            sibling = {"rfilename": name, "blobId": git_blob_id(body), "size": len(body)}
             if name.endswith(".safetensors"):  # stored in LFS on the hub
                 sibling["lfs"] = {"sha256": hashlib.sha256(body).hexdigest(), "size": len(body)}
             siblings.append(sibling)
@@ -104,10 +104,17 @@ def test_a_cut_transfer_resumes_and_a_wrong_hub_file_is_named(hub, stand_in_chec
     assert [r for r in hub.requests if r[0] == weights] == [(weights, None), (weights, "bytes=1000-")]
 
     config = f"/bert-base-uncased/resolve/{COMMIT}/config.json"
-    hub.files[config] = hub.files[config].replace(b"}", b" }", 1)  # no longer the published blob
+    published = hub.files[config]
+    hub.files[config] = published.replace(b"}", b" }", 1)[:-1]  # no longer the published blob, same size
     assert download(tmp_path / "b", hub) == 2
     err = capsys.readouterr().err
     assert "config.json: git-sha1" in err and "expected" in err and "Traceback" not in err
+
+    hub.files[config] = published + b" " * 100_000  # more than the hub says the file has: cut off
+    assert download(tmp_path / "c", hub) == 2
+    err = capsys.readouterr().err
+    assert f"more than this file can be ({len(published)}" in err and "Traceback" not in err
+    assert not list((tmp_path / "c" / "bert-base-uncased").glob("config.json*"))
 
 
 def test_a_missing_model_is_one_error_line_naming_the_file_and_the_command(tmp_path, shared_data):

@@ -3,6 +3,8 @@ leaves no partial file, and one bad file does not stop the others."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import zipfile
 
 import numpy as np
 import py7zr
@@ -96,3 +98,25 @@ def test_an_archive_larger_than_the_free_space_is_refused_up_front(tmp_path, sma
     with pytest.raises(DownloadError, match="free"):
         extract_7z(archive, small_disk / "audio")
     assert [p.name for p in (small_disk / "audio").iterdir()] == []
+
+
+def test_spice_jars_from_an_unpinned_zip_must_be_those_pinned(server, tmp_path, monkeypatch):
+    """SPICE-1.0.zip has no published checksum: the jars taken from it are held to the sha256 of pycocoevalcap
+    1.2's copies, and one that differs is deleted and named."""
+    from audiocap.metrics import spice
+
+    package = spice.pycocoevalcap_dir()
+    if package is None:
+        pytest.skip("pycocoevalcap (the test extra) is not installed")
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for name in spice.SPICE_JARS_SHA256:
+            body = (package / "spice" / name).read_bytes()
+            zf.writestr(f"SPICE-1.0/{name}", body + b"tampered" if name == "lib/guava-19.0.jar" else body)
+    server.files[f"/{spice.SPICE_ZIP}"] = archive.getvalue()
+    monkeypatch.setattr(spice, "pycocoevalcap_dir", lambda: None)  # no wheel to copy them from: the zip is fetched
+    dest = tmp_path / "spice"
+    with pytest.raises(DownloadError, match="1 of SPICE's jars are missing or differ .* lib/guava-19.0.jar"):
+        spice.download_spice(dest, base_url=server.url)
+    assert not (dest / "lib" / "guava-19.0.jar").exists() and (dest / "spice-1.0.jar").is_file()
+    assert not any(request[0].startswith("/stanford-corenlp") for request in server.requests)  # stopped before CoreNLP

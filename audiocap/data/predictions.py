@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from audiocap.data.datasets import load_dataset, read_csv
+from audiocap.data.datasets import csv_rows, dataset_captions, no_rows
 from audiocap.errors import DataError, first_few
 
 
@@ -54,7 +54,7 @@ def prediction_columns(path: Path, columns: list[str]) -> list[str]:
 
 def read_predictions(path: Path) -> dict[str, list[str]]:
     """file_name -> its predicted caption(s); one row per file, as `audiocap caption --format csv` writes."""
-    columns, rows = read_csv(path, what="predictions CSV")
+    columns, rows = csv_rows(path, what="predictions CSV")
     if "start_seconds" in columns:  # `audiocap caption --segment`: several windows per file
         raise DataError(f"{path}: has start_seconds/end_seconds columns: segment captions cannot be scored "
                         "per file against whole-clip references; caption the clips without --segment")
@@ -62,21 +62,27 @@ def read_predictions(path: Path) -> dict[str, list[str]]:
     missing = [c for c in ["file_name"] if c not in columns] + ([] if wanted else ["caption_predicted (or caption_predicted_1..K)"])
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (has {columns})")
-    if not rows:
+    names, predictions = [], []
+    for row in rows:  # one at a time: a million rows as dicts would take gigabytes
+        names.append(row["file_name"] or "")
+        predictions.append([row[c] or "" for c in wanted])  # a short row's None: an empty prediction, scored 0
+    if not names:
         raise DataError(f"{path}: no predictions below the header; write one row per clip "
                         "(`audiocap caption --format csv` does)")
-    names = [row["file_name"] or "" for row in rows]
     _check_keys(path, names, "more than one prediction", "keep one prediction per file")
-    # a short row has no prediction cell (None): an empty prediction, scored 0 with a warning
-    return {name: [row[c] or "" for c in wanted] for name, row in zip(names, rows)}
+    return dict(zip(names, predictions))
 
 
 def read_references(path: Path) -> dict[str, list[str]]:
     """file_name -> its non-empty reference captions (maybe none); each clip must have one row."""
-    items = load_dataset(path, Path(path).parent)  # Clotho-shaped or AudioCaps (keyed by youtube id)
-    _check_keys(path, [item.key for item in items], "more than one row",
-                "give each clip one row, its captions in caption_1..caption_N")
-    return {item.key: [c for c in item.captions if c] for item in items}
+    names, captions = [], []
+    for name, clip_captions in dataset_captions(path):  # Clotho-shaped or AudioCaps (keyed by youtube id)
+        names.append(name)
+        captions.append([c for c in clip_captions if c])
+    if not names:
+        raise no_rows(path)
+    _check_keys(path, names, "more than one row", "give each clip one row, its captions in caption_1..caption_N")
+    return dict(zip(names, captions))
 
 
 def _check_keys(path: Path, names: list[str], problem: str, fix: str) -> None:

@@ -2,10 +2,11 @@
 
     evaluate(candidates, references, metrics=["bleu", "rouge_l", "cider_d"]) -> {"bleu_1": ..., ...}
 
-Captions are first tokenized as the toolkit does (tokenizer.py), all in one batch; every metric
-but minilm_sim sees the tokens (FER, sbert_sim and FENSE too, as aac-metrics' `evaluate` gives them
-PTB-tokenized captions). BLEU, ROUGE-L and CIDEr-D share one mapping of the tokens to integer ids, and
-BLEU and CIDEr-D one n-gram table (ngrams.Captions). One module per metric; composite metrics (SPIDEr,
+Captions are first tokenized as the toolkit does (tokenizer.py); every metric but minilm_sim sees the
+tokens (FER, sbert_sim and FENSE too, as aac-metrics' `evaluate` gives them PTB-tokenized captions).
+BLEU, METEOR, ROUGE-L and CIDEr-D tokenize and score chunks of clips (corpus.py), so that a million
+clips fit in memory; in each chunk they share one mapping of the tokens to integer ids, and BLEU and
+CIDEr-D one n-gram table (ngrams.Captions). One module per metric; composite metrics (SPIDEr,
 SPIDEr-FL, FENSE) report their components too and take aac-metrics' names, presets are aac-metrics'
 sets. A metric that cannot run (no Java, a model not downloaded) is reported in `Evaluation.errors`
 (and warned about by `evaluate`) while the others are still computed.
@@ -20,10 +21,10 @@ import numpy as np
 
 from audiocap.errors import AudiocapError, MetricError, first_few
 # Modules, not their functions, so that `audiocap.metrics.spice` etc. stay the modules.
-from audiocap.metrics import bleu, cider, fense_models, meteor, rouge, spice
+from audiocap.metrics import fense_models, spice
+from audiocap.metrics.corpus import CHUNK_CLIPS, CHUNKED_METRICS, score_in_chunks
 from audiocap.metrics.fense import penalized
 from audiocap.metrics.meteor import MeteorOptions
-from audiocap.metrics.ngrams import Captions
 from audiocap.metrics.spice import SpiceOptions
 from audiocap.metrics.spider_max import spider_max
 from audiocap.metrics.tokenizer import tokenize_batch
@@ -91,12 +92,14 @@ def score(
     spice_options: SpiceOptions = SpiceOptions(),
     metrics_cache: Path | None = None,
     n_best: list[list[str]] | None = None,
+    chunk_clips: int = CHUNK_CLIPS,
 ) -> Evaluation:
     """Corpus and per-clip scores of one candidate per clip against its references (≥ 1 each).
 
     `metrics` may also be one string, "bleu", "bleu,cider_d" or a preset ("dcase2024"). FER, sbert_sim and
     FENSE read their models from `metrics_cache` (fense_models.metrics_cache). `n_best[i]` holds clip i's K
-    candidates for spider_max (the same K for every clip)."""
+    candidates for spider_max (the same K for every clip). BLEU, METEOR, ROUGE-L and CIDEr-D tokenize and
+    score `chunk_clips` clips at a time (corpus.py): their memory does not grow with the captions'."""
     metrics = metric_names(metrics)
     check_captions(candidates, references)
     if "spider_max" in metrics and not n_best:
@@ -104,25 +107,19 @@ def score(
     wanted = set(with_components(metrics))
     n_best = n_best if "spider_max" in wanted else []
     k = len(n_best[0]) if n_best else 1
-    tokenized = tokenize_batch(candidates + [r for refs in references for r in refs] + [c for cs in n_best for c in cs])
-    ends = np.cumsum([len(candidates)] + [len(refs) for refs in references]).tolist()
-    tokenized, tokenized_refs, tokenized_n_best = (tokenized[: ends[0]], [tokenized[a:b] for a, b in zip(ends, ends[1:])],
-                                                   [tokenized[i:i + k] for i in range(ends[-1], len(tokenized), k)])
-    empty = sum(not c for c in tokenized)
-    if empty:
-        warnings.warn(f"{empty} of {len(candidates)} candidates are empty after tokenization; they score 0")
+    # spice, fer, sbert_sim, vocab, distinct and spider_max need every tokenized caption at once
+    chunked = score_in_chunks(candidates, references, wanted & set(CHUNKED_METRICS), meteor_options, chunk_clips,
+                              keep_tokenized=bool(wanted - set(CHUNKED_METRICS) - {"minilm_sim"}))
+    tokenized, tokenized_refs = chunked.tokenized, chunked.tokenized_references
+    flat_n_best = tokenize_batch([c for cs in n_best for c in cs])
+    tokenized_n_best = [flat_n_best[i:i + k] for i in range(0, len(flat_n_best), k)]
+    if chunked.empty:
+        warnings.warn(f"{chunked.empty} of {len(candidates)} candidates are empty after tokenization; they score 0")
 
-    result = Evaluation()
-    # The tokenized captions are normalized (single spaces), so splitting them on whitespace (BLEU,
-    # CIDEr-D) or on " " (ROUGE-L) gives the same tokens, but for empty captions (see rouge_l_of).
-    captions = Captions.of(tokenized, tokenized_refs) if wanted & {"bleu", "rouge_l", "cider_d"} else None
-    if "bleu" in wanted:
-        bleus = bleu.bleu_of(captions)
-        result.corpus.update({f"bleu_{n}": float(v) for n, v in enumerate(bleus.corpus, start=1)})
-        result.per_clip.update({f"bleu_{n}": bleus.per_clip[:, n - 1] for n in range(1, 5)})
+    result = Evaluation(corpus=chunked.corpus, per_clip=chunked.per_clip, errors=chunked.errors)
     cache = fense_models.metrics_cache(metrics_cache)
-    for name, compute in _one_score_metrics(wanted, captions, tokenized, tokenized_refs, candidates, references,
-                                            meteor_options, spice_options, cache):
+    for name, compute in _one_score_metrics(wanted, tokenized, tokenized_refs, candidates, references, spice_options,
+                                            cache):
         result.add(name, lambda: _named(name, *compute()))
     if "fer" in wanted:
         # fer, sbert_sim, minilm_sim and vocab import PyTorch: only when asked for (`audiocap score --help`
@@ -153,9 +150,8 @@ def _named(name: str, mean: float, per_clip: np.ndarray):
     return {name: float(mean)}, {name: per_clip}
 
 
-def _one_score_metrics(wanted, captions, tokenized, tokenized_refs, candidates, references, meteor_options,
-                       spice_options, cache):
-    """(name, compute -> (mean, per-clip)) of the metrics asked for that give one score each."""
+def _one_score_metrics(wanted, tokenized, tokenized_refs, candidates, references, spice_options, cache):
+    """(name, compute -> (mean, per-clip)) of the metrics asked for that give one score each, but those scored in chunks."""
     def sbert():
         from audiocap.metrics import sbert_sim  # PyTorch: see score
 
@@ -167,9 +163,7 @@ def _one_score_metrics(wanted, captions, tokenized, tokenized_refs, candidates, 
 
         return minilm_similarity(candidates, references)
 
-    metrics = {"meteor": lambda: meteor.meteor(tokenized, tokenized_refs, meteor_options),
-               "rouge_l": lambda: rouge.rouge_l_of(captions), "cider_d": lambda: cider.cider_d_of(captions),
-               "spice": lambda: spice.spice(tokenized, tokenized_refs, spice_options),
+    metrics = {"spice": lambda: spice.spice(tokenized, tokenized_refs, spice_options),
                "sbert_sim": sbert, "minilm_sim": minilm}
     return [(name, compute) for name, compute in metrics.items() if name in wanted]
 

@@ -17,9 +17,35 @@ TINY, SMALL = 1e-15, 1e-9  # the toolkit's guards against 0/0 (they shift scores
 
 
 @dataclass(frozen=True)
+class BleuCounts:
+    """What corpus BLEU sums over clips; counts of chunks of one corpus add up to the corpus' (`+`)."""
+    correct: np.ndarray  # (max_n,) candidate n-grams matched, clipped by the references' counts
+    guess: np.ndarray  # (max_n,) candidate n-grams
+    candidate_length: float  # candidate tokens
+    reference_length: float  # the reference length closest to each candidate's
+
+    def __add__(self, other: BleuCounts) -> BleuCounts:
+        # sums of integers: exact in float64 in any order
+        return BleuCounts(self.correct + other.correct, self.guess + other.guess,
+                          self.candidate_length + other.candidate_length, self.reference_length + other.reference_length)
+
+    def bleu(self) -> list[float]:
+        """[BLEU-1, ..., BLEU-max_n] of the clips counted, with the toolkit's brevity penalty and constants."""
+        corpus, product = [], 1.0
+        for k in range(len(self.correct)):
+            product *= float(self.correct[k] + TINY) / (self.guess[k] + SMALL)
+            corpus.append(product ** (1.0 / (k + 1)))
+        ratio = (self.candidate_length + TINY) / (self.reference_length + SMALL)
+        if ratio < 1:
+            corpus = [score * math.exp(1 - 1 / ratio) for score in corpus]
+        return corpus
+
+
+@dataclass(frozen=True)
 class BleuResult:
     corpus: list[float]  # [BLEU-1, ..., BLEU-max_n]
     per_clip: np.ndarray  # (clips, max_n)
+    counts: BleuCounts
 
 
 def closest_reference_lengths(candidate_lengths: np.ndarray, reference_lengths: np.ndarray,
@@ -66,12 +92,6 @@ def bleu_of(captions: Captions) -> BleuResult:
     ratio = (candidate_lengths + TINY) / (effective_lengths + SMALL)
     brevity = np.exp(1 - 1 / np.minimum(ratio, 1.0))  # exp(0) = 1 when the candidate is long enough
     per_clip = per_clip * brevity[:, None]
-
-    corpus, product = [], 1.0
-    for k in range(max_n):
-        product *= float(correct[:, k].sum() + TINY) / (guess[:, k].sum() + SMALL)
-        corpus.append(product ** (1.0 / (k + 1)))
-    corpus_ratio = (candidate_lengths.sum() + TINY) / (effective_lengths.sum() + SMALL)
-    if corpus_ratio < 1:
-        corpus = [score * math.exp(1 - 1 / corpus_ratio) for score in corpus]
-    return BleuResult(corpus=corpus, per_clip=per_clip)
+    counts = BleuCounts(correct.sum(axis=0), guess.sum(axis=0), float(candidate_lengths.sum()),
+                        float(effective_lengths.sum()))
+    return BleuResult(corpus=counts.bleu(), per_clip=per_clip, counts=counts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from audiocap.metrics.document_frequency import DocumentFrequencies
 from audiocap.metrics.ngrams import Captions, run_starts
 
 SIGMA = 6.0
@@ -23,18 +24,19 @@ def cider_d(candidates: list[str], references: list[list[str]], sigma: float = S
     return cider_d_of(Captions.of(candidates, references), sigma)
 
 
-def cider_d_of(captions: Captions, sigma: float = SIGMA) -> tuple[float, np.ndarray]:
+def cider_d_of(captions: Captions, sigma: float = SIGMA,
+               frequencies: DocumentFrequencies | None = None) -> tuple[float, np.ndarray]:
     """CIDEr-D (over 1..captions.max_n-grams, 4 in the toolkit) of captions already split into
-    tokens (as `str.split()` does)."""
+    tokens (as `str.split()` does). `frequencies`: the document frequencies of the whole corpus when
+    `captions` is one chunk of it (token ids from one vocabulary); by default, those of `captions`."""
     table, groups, max_n = captions.ngrams, captions.reference_groups, captions.max_n
     num_clips, reference_clip = captions.num_clips, captions.reference_clip
     refs_per_clip = np.bincount(reference_clip, minlength=num_clips)
     is_reference = groups.is_reference
 
-    # Document frequency: in how many clips' reference sets each n-gram occurs.
-    document_frequency = np.bincount(table.gram[is_reference][groups.starts], minlength=table.num_grams)
-    log_num_clips = np.log(float(num_clips))
-    weight = table.count * (log_num_clips - np.log(np.maximum(1.0, document_frequency[table.gram])))
+    frequencies = frequencies or DocumentFrequencies.of([captions])
+    log_num_clips = np.log(float(frequencies.num_clips))
+    weight = table.count * (log_num_clips - np.log(np.maximum(1.0, frequencies.of_grams(captions)[table.gram])))
 
     num_captions = len(table.lengths)
     slot = table.caption * max_n + table.order - 1

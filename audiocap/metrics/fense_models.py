@@ -10,7 +10,10 @@ else ~/.cache/audiocap/metrics) laid out as
 and a missing file is a MetricError naming it and the command that fetches it. The detector checkpoints
 are verified against the sha256 that FENSE and aac-metrics pin. The Hugging Face files are verified
 against the checksums the hub publishes for the commit it resolves (`/api/models/<repo>/revision/main`:
-sha256 for files in LFS, git's blob id for the others); the commit is written to `<folder>/REVISION`.
+sha256 for files in LFS, git's blob id for the others), and no transfer may exceed the size it publishes
+(nor MAX_HUB_FILE_BYTES); the commit is written to `<folder>/REVISION`. Their checksums are not pinned in
+audiocap: the hub cannot be reached from where audiocap is built, and no copy of these models was at hand
+to take them from.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ SBERT_FILES = ("modules.json", "config.json", "model.safetensors", "sentence_ber
 TOKENIZER_FILES = ("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 REQUIRED = {SBERT_REPO: SBERT_FILES[:3], "bert-base-uncased": TOKENIZER_FILES[:2],
             "prajjwal1/bert-tiny": TOKENIZER_FILES[:2]}
+
+# No file FENSE reads from the hub comes near this (paraphrase-TinyBERT-L6-v2's weights: ~0.27 GB), nor does a checkpoint.
+MAX_HUB_FILE_BYTES = MAX_CHECKPOINT_BYTES = 1 << 30
 
 DEFAULT_ECHECKER = "echecker_clotho_audiocaps_base"
 # name -> (url, sha256, base model the checkpoint names as model_type), as aac-metrics 0.6.0 pins them.
@@ -91,13 +97,15 @@ def mirrored(url: str, base_url: str | None) -> str:
     return base_url.rstrip("/") + urllib.parse.urlsplit(url).path if base_url else url
 
 
-def hub_checksums(repo: str, base_url: str | None) -> tuple[str, dict[str, tuple[str, str]]]:
-    """(commit, file -> (algorithm, hex digest)) as the hub publishes them for the head of `repo`."""
+def hub_checksums(repo: str, base_url: str | None) -> tuple[str, dict[str, tuple[str, str, int]]]:
+    """(commit, file -> (algorithm, hex digest, most bytes it may have)) as the hub publishes them for the head of
+    `repo`."""
     url = f"{mirrored(HUB_URL, base_url)}/api/models/{repo}/revision/main?blobs=true"
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "audiocap"}), timeout=30) as r:
             info = json.load(r)
-        files = {f["rfilename"]: ("sha256", f["lfs"]["sha256"]) if f.get("lfs") else ("git-sha1", f["blobId"])
+        files = {f["rfilename"]: (*(("sha256", f["lfs"]["sha256"]) if f.get("lfs") else ("git-sha1", f["blobId"])),
+                                  min(int(f.get("size") or MAX_HUB_FILE_BYTES), MAX_HUB_FILE_BYTES))
                  for f in info["siblings"]}
         return info["sha"], files
     except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as err:
@@ -112,9 +120,9 @@ def download_hub_files(repo: str, names: tuple[str, ...], dest: Path, base_url: 
     folder = dest / repo
     for name in names:
         if name in published:
-            algorithm, digest = published[name]
+            algorithm, digest, max_bytes = published[name]
             url = f"{mirrored(HUB_URL, base_url)}/{repo}/resolve/{commit}/{urllib.parse.quote(name)}"
-            fetch(url, folder / name, digest, progress, algorithm=algorithm)
+            fetch(url, folder / name, digest, progress, max_bytes=max_bytes, algorithm=algorithm)
     (folder / "REVISION").write_text(commit + "\n")
 
 
@@ -122,7 +130,8 @@ def download_fense(dest: Path, base_url: str | None = None, progress: bool = Tru
     """The SBERT model, the base-model config/tokenizer and the default error-detector checkpoint, verified."""
     dest = Path(dest)
     url, sha256, base_model = ECHECKERS[DEFAULT_ECHECKER]
-    fetch(mirrored(url, base_url), dest / f"{DEFAULT_ECHECKER}.ckpt", sha256, progress, algorithm="sha256")
+    fetch(mirrored(url, base_url), dest / f"{DEFAULT_ECHECKER}.ckpt", sha256, progress, max_bytes=MAX_CHECKPOINT_BYTES,
+          algorithm="sha256")
     download_hub_files(base_model, TOKENIZER_FILES, dest, base_url, progress)
     download_hub_files(SBERT_REPO, SBERT_FILES, dest, base_url, progress)
     return dest

@@ -6,8 +6,8 @@ every distinct n-gram an integer id and keep one row per (caption, n-gram), so t
 document frequencies and cosine similarities become passes over sorted arrays.
 
 Counting is one sort per n: each n-gram occurrence becomes one integer, its n-gram's code times
-the number of captions plus its caption, and equal integers are then adjacent. Sorting plain
-integers is several times faster than `np.unique` or `argsort` on the same number of keys.
+the number of tokens plus its position, so that equal n-grams are adjacent, caption after caption.
+Sorting plain integers is several times faster than `np.unique` or `argsort` on the same number of keys.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class NgramTable:
     gram: np.ndarray  # (E,) int64 id of the n-gram, equal ids = equal n-grams
     order: np.ndarray  # (E,) int64 n, the n-gram's length
     count: np.ndarray  # (E,) int64 occurrences in that caption
+    position: np.ndarray  # (E,) int64 where its first occurrence starts in the token array
     lengths: np.ndarray  # (C,) int64 tokens per caption
     num_grams: int
 
@@ -41,14 +42,17 @@ def _compact(codes: np.ndarray) -> np.ndarray:
     return np.unique(codes, return_inverse=True)[1].reshape(-1).astype(np.int64) + 1
 
 
-def token_ids(captions: list[str], separator: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def token_ids(captions: list[str], separator: str | None = None,
+              vocabulary: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ids of all tokens, caption after caption; tokens per caption) of captions split on
-    `separator` (as `str.split` does). Ids start at 1, in order of first occurrence."""
+    `separator` (as `str.split` does). Ids start at 1, in order of first occurrence; words new to
+    `vocabulary` (if given: shared by several calls, e.g. the chunks of one corpus) are added to it."""
+    vocabulary = {} if vocabulary is None else vocabulary
     token_lists = list(map(str.split, captions, repeat(separator, len(captions))))
     lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(captions))
     words = list(chain.from_iterable(token_lists))
-    distinct = dict.fromkeys(words)
-    vocabulary = dict(zip(distinct, range(1, len(distinct) + 1)))
+    new = [word for word in dict.fromkeys(words) if word not in vocabulary]
+    vocabulary.update(zip(new, range(len(vocabulary) + 1, len(vocabulary) + len(new) + 1)))
     return np.fromiter(map(vocabulary.__getitem__, words), dtype=np.int64, count=len(words)), lengths
 
 
@@ -56,31 +60,33 @@ def count_ngrams(tokens: np.ndarray, lengths: np.ndarray, max_n: int = 4) -> Ngr
     """Count the 1..max_n-grams of captions given as token ids (≥ 1) and tokens per caption."""
     owner = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     end = np.cumsum(lengths)[owner] if len(tokens) else owner
-    base, num_captions = int(tokens.max(initial=0)) + 1, max(len(lengths), 1)
+    base, num_positions = int(tokens.max(initial=0)) + 1, max(len(tokens), 1)
 
     # codes[i] identifies tokens[i:i+n]: the n tokens' ids as digits in base `base` (ids start
     # at 1, so no two n-grams of one n share a code). Positions whose n-gram would cross into
     # the next caption get meaningless codes and are left out.
     codes = tokens
-    columns = {"caption": [], "gram": [], "order": [], "count": []}
+    columns = {"caption": [], "gram": [], "order": [], "count": [], "position": []}
     num_grams = 0
     for n in range(1, max_n + 1):
         if n > 1:
-            # Keep code * num_captions + caption (below) within int64.
-            if (int(codes.max(initial=0)) + 1) * base * num_captions >= INT64_LIMIT:
+            # Keep code * num_positions + position (below) within int64.
+            if (int(codes.max(initial=0)) + 1) * base * num_positions >= INT64_LIMIT:
                 codes = _compact(codes)
             codes = codes[:-1] * base + tokens[n - 1:]
         starts = np.flatnonzero(np.arange(len(codes)) + n <= end[: len(codes)])
-        occurrences = np.sort(codes[starts] * num_captions + owner[starts])
-        first = np.flatnonzero(run_starts(occurrences))
-        code, caption = np.divmod(occurrences[first], num_captions)
-        new_gram = run_starts(code)
+        code, position = np.divmod(np.sort(codes[starts] * num_positions + starts), num_positions)
+        caption = owner[position]
+        # positions of one caption are consecutive, so each (n-gram, caption) is one run, first occurrence first
+        first = np.flatnonzero(run_starts(code) | run_starts(caption))
+        new_gram = run_starts(code[first])
         gram = num_grams + np.cumsum(new_gram) - 1
         num_grams += int(new_gram.sum())
-        columns["caption"].append(caption)
+        columns["caption"].append(caption[first])
         columns["gram"].append(gram)
         columns["order"].append(np.full(len(gram), n, dtype=np.int64))
-        columns["count"].append(np.diff(np.r_[first, len(occurrences)]))
+        columns["count"].append(np.diff(np.r_[first, len(code)]))
+        columns["position"].append(position[first])
     return NgramTable(**{name: np.concatenate(parts) for name, parts in columns.items()},
                       lengths=lengths, num_grams=num_grams)
 
@@ -100,9 +106,9 @@ class Captions:
 
     @classmethod
     def of(cls, candidates: list[str], references: list[list[str]], separator: str | None = None,
-           max_n: int = 4) -> Captions:
-        """Captions split into tokens on `separator` (as `str.split` does)."""
-        tokens, lengths = token_ids(candidates + [r for refs in references for r in refs], separator)
+           max_n: int = 4, vocabulary: dict[str, int] | None = None) -> Captions:
+        """Captions split into tokens on `separator` (as `str.split` does); `vocabulary`: see token_ids."""
+        tokens, lengths = token_ids(candidates + [r for refs in references for r in refs], separator, vocabulary)
         reference_clip = np.repeat(np.arange(len(candidates), dtype=np.int64), [len(refs) for refs in references])
         return cls(tokens, lengths, reference_clip, max_n)
 
