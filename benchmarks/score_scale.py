@@ -197,18 +197,15 @@ def main() -> None:
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in reference["stages"].items())
         print(f"{args.slice:,} rows: pycocoevalcap {reference['cpu']:.1f} s CPU ({stages}), ours {on_slice['cpu']:.1f} s; "
               f"largest score difference {difference:.1e}", flush=True)
-        lines = ["| metrics | rows | wall | CPU | peak RSS, Python | peak RSS, Java | CPU vs pycocoevalcap |",
-                 "| --- | --- | --- | --- | --- | --- | --- |",
-                 row("pycocoevalcap 1.2, default set", args.slice, reference, reference["cpu"], args.slice),
-                 row("ours, default set", args.slice, on_slice, reference["cpu"], args.slice)]
-        print("\n".join(lines), flush=True)
+        print("| metrics | rows | wall | CPU | peak RSS, Python | peak RSS, Java | CPU vs pycocoevalcap |",
+              "| --- | --- | --- | --- | --- | --- | --- |",
+              row("pycocoevalcap 1.2, default set", args.slice, reference, reference["cpu"], args.slice),
+              row("ours, default set", args.slice, on_slice, reference["cpu"], args.slice), sep="\n", flush=True)
         for name in args.sets.split(","):
             metrics = DEFAULT if name == "default" else name
             run = ours(predictions, references, metrics)
-            lines.append(row(f"ours, {'default set' if name == 'default' else name}", args.rows, run,
-                             reference_cpu(reference, metrics), args.slice))
-            print(lines[-1], flush=True)
-        print("\n".join(lines))
+            print(row(f"ours, {'default set' if name == 'default' else name}", args.rows, run,
+                      reference_cpu(reference, metrics), args.slice), flush=True)
 
 
 if __name__ == "__main__":
