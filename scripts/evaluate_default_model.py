@@ -47,22 +47,31 @@ def named_words(caption: str, words: list[str]) -> set[str]:
 
 
 def judge(caption: str, true_classes: list[str], classes: dict) -> dict:
-    """Which of the clip's classes the caption names, and which other sources it names."""
+    """Which of the clip's classes the caption names, and which other sources it names. A word of
+    another class is not an invention when the clip's own classes' captions use it: "a rooster
+    crows", "children shout and laugh", "a gun fires" describe the labelled source."""
     true_words = {w for c in true_classes for w in classes[c].words}
+    own_text = " ".join(" ".join(classes[c].clauses + classes[c].gerunds + classes[c].nouns) for c in true_classes)
+    own_words = set(source_hit.normalize_words(own_text).split())
     named = [c for c in true_classes if named_words(caption, classes[c].words)]
     invented = set()
     for name, cls in classes.items():
         if name not in true_classes:
             invented |= named_words(caption, cls.words) - true_words - GENERIC
+    invented = {w for w in invented if not set(source_hit.normalize_words(w).split()) <= own_words}
     return {"named": named, "invented": sorted(invented)}
 
 
-def training_classes(data: Path, shared: Path, source_lists: Path) -> set[str]:
-    """The classes of the single-source training clips (their file names, mapped back through
-    the source lists and ESC-50's metadata)."""
+def single_source_classes(shared: Path, source_lists: Path) -> dict[str, str]:
+    """File name of a single-source clip -> its class (through the source lists and ESC-50's metadata)."""
     with open(shared / "esc50" / "meta" / "esc50.csv", newline="") as f:
         names = {Path(row["filename"]).with_suffix(".flac").name: row["category"] for row in csv.DictReader(f)}
-    names |= {clip.name: clip.cls for clip in sources.load_source_clips(source_lists, cap.load_instruments())}
+    return names | {clip.name: clip.cls for clip in sources.load_source_clips(source_lists, cap.load_instruments())}
+
+
+def training_classes(data: Path, shared: Path, source_lists: Path) -> set[str]:
+    """The classes of the single-source training clips."""
+    names = single_source_classes(shared, source_lists)
     train = load_captions_csv(data / "train.csv", data / "audio" / "train")
     return {names[it.key] for it in train if it.key in names}
 

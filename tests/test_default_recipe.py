@@ -114,6 +114,10 @@ def test_judge_counts_named_and_invented_sources(classes):
     verdict = evaluation.judge("Rain falls on a roof.", ["rain", "man_speaking"], classes)
     assert verdict["named"] == ["rain"] and verdict["invented"] == []
     assert evaluation.judge("A cathedral bell rings.", ["cat"], classes)["named"] == []
+    # words of other classes that the clip's own class's captions use are not inventions
+    assert evaluation.judge("A rooster crows loudly.", ["rooster"], classes)["invented"] == []
+    assert evaluation.judge("Children shout and laugh while playing.", ["children_playing"], classes)["invented"] == []
+    assert "laugh" in evaluation.judge("A rooster crows while children laugh.", ["rooster"], classes)["invented"]
 
 
 # ---------------------------------------------------------------------------- source hit
