@@ -77,6 +77,9 @@ def test_download_fense_then_score_from_the_cache(hub, stand_in_checksum, stand_
         assert (dest / relative).read_bytes() == (stand_in_cache / relative).read_bytes(), relative
     assert not (dest / "bert-base-uncased" / "model.safetensors").exists()  # the checkpoint replaces its weights
     assert (dest / SBERT / "REVISION").read_text().strip() == COMMIT
+    # a mirror's own checksums cannot make its hub files "verified"
+    out = capsys.readouterr().out
+    assert "verified" not in out and "none is pinned" in out and hub.url in out
     hub.requests.clear()
     assert download(dest, hub) == 0
     assert hub.file_requests() == []  # everything verified: nothing fetched again

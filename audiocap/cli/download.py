@@ -51,7 +51,11 @@ def run_download(args: argparse.Namespace) -> int:
         dest = args.dest or metrics_cache()
         check_output_folder(dest, "--dest")
         dest = download_fense(dest, base_url, progress=not args.no_progress)
-        print(f"fense: verified in {dest}")
+        if base_url:  # audiocap pins no checksum for the hub's files: the mirror's own published sums checked them
+            print(f"fense: installed in {dest}; the detector checkpoint matches its pinned sha256, the Hugging Face "
+                  f"files only the checksums {base_url} publishes for them (none is pinned)")
+        else:
+            print(f"fense: verified in {dest} (the checkpoint by its pinned sha256, the hub files by the hub's sums)")
         return 0
     dest = args.dest or Path("~/.cache/audiocap").expanduser() / args.target
     check_output_folder(dest, "--dest")
