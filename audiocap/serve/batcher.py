@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import math
 import queue
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -27,6 +26,28 @@ from dataclasses import dataclass, field
 
 
 IDLE_SECONDS = 1.0  # with no job for this long after a batch, the worker trims the allocator once more
+
+
+def find_malloc_trim():
+    """glibc's `int malloc_trim(size_t pad)`, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim  # None: the libraries this process has already loaded
+    except (OSError, TypeError, AttributeError):  # no such symbol, or no dlopen(NULL) (Windows)
+        return None
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return malloc_trim
+
+
+MALLOC_TRIM = find_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the system (glibc's malloc_trim; elsewhere nothing). glibc keeps
+    what the batches' tensors and the requests' audio freed, in pieces between live blocks that it does not return
+    by itself: without this the idle server holds tens of MB more and climbs in steps, though nothing leaks
+    (docs/BENCHMARKS.md#serve)."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 class QueueFull(Exception):
@@ -151,15 +172,3 @@ class CaptionBatcher:
             for job in jobs:
                 job.future.set_result(results[:len(job.waveforms)])
                 results = results[len(job.waveforms):]
-
-
-MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None) if sys.platform.startswith("linux") else None
-
-
-def release_free_memory() -> None:
-    """Hand the C allocator's free pages back to the system (glibc's malloc_trim; elsewhere nothing). glibc keeps
-    what the batches' tensors and the requests' audio freed, in pieces between live blocks that it does not return
-    by itself: without this the server's memory climbs in steps for hundreds of requests before it levels off,
-    though nothing leaks (docs/BENCHMARKS.md#serve)."""
-    if MALLOC_TRIM is not None:
-        MALLOC_TRIM(0)
