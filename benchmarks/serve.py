@@ -3,12 +3,16 @@ batch captioning of the same recordings (what `audiocap caption --batch-size 8` 
 then a robustness run of R requests of which a share are bad inputs.
 
     python benchmarks/serve.py [--clients 8] [--seconds 60] [--clips 32] [--requests 1000] [--bad-share 0.1]
+                               [--warmup 100]
 
 The server is `python -m audiocap serve` on 127.0.0.1 at a free port, in its own process (its peak memory
 is its own), with the bundled model and its temporary folder inside one made here, so that leaked uploads
 can be counted. Clients are threads of this process; each posts one ESC-50 clip (5 s, ../shared/data) at a
 time and posts the next once answered. Targets: throughput with 8 clients within 1.3x of the batch rate;
-in the robustness run no 5xx answer, no temporary file left, memory flat after warm-up.
+in the robustness run no 5xx answer, no temporary file left, memory flat after warm-up. Its requests go in 21
+rounds (the first `--warmup` requests, then 5 % of the rest each); the server's RSS is read when it has been
+idle after each round, and "flat" is the slope of a least-squares line through those readings, in MB per
+1,000 requests (a server keeping each good request's decoded audio, 0.84 MB for 5 s, would show some +760).
 """
 from __future__ import annotations
 
@@ -28,6 +32,8 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `audiocap caption` and `audiocap serve` run
 
 import httpx  # noqa: E402
+
+from audiocap.serve.batcher import IDLE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ESC50 = ROOT.parent / "shared" / "data" / "esc50" / "audio"
@@ -60,10 +66,11 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url, self.tmp = f"http://127.0.0.1:{self.port}", tmp
+        self.log = tempfile.TemporaryFile("w+")  # a pipe nobody reads would fill up with tracebacks and stall it
         self.process = subprocess.Popen(
             [sys.executable, "-m", "audiocap", "serve", "--host", "127.0.0.1", "--port", str(self.port),
              "--max-pending", "64"], env={**os.environ, "TMPDIR": str(tmp)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.DEVNULL, stderr=self.log, text=True)
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -71,7 +78,8 @@ class Server:
                 return
             except httpx.TransportError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"audiocap serve did not start: {self.process.stderr.read()[-2000:]}")
+                    self.log.seek(0)
+                    raise RuntimeError(f"audiocap serve did not start: {self.log.read()[-2000:]}")
                 time.sleep(0.3)
 
     def memory_kb(self, field: str = "VmRSS") -> int:
@@ -85,6 +93,7 @@ class Server:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
+        self.log.close()
 
 
 def post(url: str, request: dict) -> tuple[int, float]:
@@ -129,35 +138,71 @@ def load_run(server: Server, clips: list[Path], clients: int, seconds: float) ->
         list(pool.map(lambda _: client(), range(clients)))
     elapsed = time.monotonic() - started
     ok = [lat for lat, status in zip(latencies, statuses) if status == 200]
-    cut = statistics.quantiles(ok, n=100)
-    return {"requests_per_s": len(ok) / elapsed, "p50": cut[49], "p95": cut[94], "p99": cut[98],
-            "errors": len(statuses) - len(ok), "requests": len(statuses)}
+    return {"requests_per_s": len(ok) / elapsed, **percentiles(ok), "errors": len(statuses) - len(ok),
+            "requests": len(statuses)}
 
 
-def robustness_run(server: Server, clips: list[Path], n_requests: int, bad_share: float, clients: int) -> dict:
-    """`n_requests` with every 1/bad_share-th a bad input; status counts, memory along the way."""
-    bad = bad_requests(clips[0])
-    every = round(1 / bad_share)
-    plan = [(bad[(i // every) % len(bad)], "bad") if i % every == every - 1 else (good_request(clips[i % len(clips)]),
-            "good") for i in range(n_requests)]
-    memory, done, lock = [], [0], threading.Lock()
+def percentiles(latencies: list[float]) -> dict:
+    cut = statistics.quantiles(latencies, n=100)
+    return {"p50": cut[49], "p95": cut[94], "p99": cut[98]}
 
-    def one(item) -> tuple[str, int]:
+
+def robustness_run(server: Server, clips: list[Path], n_requests: int, bad_share: float, clients: int,
+                   warmup: int) -> dict:
+    """`n_requests`, every 1/bad_share-th a bad input, in rounds: the first `warmup` requests, then 5 % of the rest
+    each. After each round the server has been idle long enough to trim its allocator, and its RSS is read: what
+    it holds, not what is in flight. Requests/s counts the rounds' time, not the pauses between them."""
+    good, bad, every = [good_request(p) for p in clips], bad_requests(clips[0]), round(1 / bad_share)
+    plan = [(bad[(i // every) % len(bad)], "bad") if i % every == every - 1 else (good[i % len(good)], "good")
+            for i in range(n_requests)]
+    step = max(1, (n_requests - warmup) // 20)
+    ends = [warmup, *range(warmup + step, n_requests, step), n_requests]
+    answers, samples, busy = [], [], 0.0  # answers: (kind, status, seconds); samples: (requests since warm-up, MB)
+
+    def one(item) -> tuple[str, int, float]:
         request, kind = item
-        status, _ = post(server.url, request)
-        with lock:
-            done[0] += 1
-            if done[0] % (n_requests // 10) == 0:
-                memory.append(server.memory_kb() // 1024)
-        return kind, status
+        return kind, *post(server.url, request)
 
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(one, plan))
+        for start, end in zip([0, *ends], ends):
+            started = time.monotonic()
+            answers += pool.map(one, plan[start:end])
+            busy += time.monotonic() - started
+            time.sleep(IDLE_SECONDS + 0.5)  # the server trims its allocator once idle that long
+            samples.append((end - warmup, server.memory_kb() / 1024))
+    return summarize_robustness(answers, busy, samples)
+
+
+def summarize_robustness(answers: list[tuple[str, int, float]], busy: float, samples: list[tuple[int, float]]) -> dict:
+    """Status counts, latencies of the captioned requests, and the slope of a least-squares line through the
+    server's idle RSS after the warm-up, in MB per 1,000 requests."""
+    counted, memory = zip(*samples)
+    statuses = [(kind, status) for kind, status, _ in answers]
     return {
-        "good_200": sum(k == "good" and s == 200 for k, s in results), "good": sum(k == "good" for k, _ in results),
-        "bad_4xx": sum(k == "bad" and 400 <= s < 500 for k, s in results), "bad": sum(k == "bad" for k, _ in results),
-        "5xx": sum(s >= 500 for _, s in results), "memory_mb_every_10pct": memory,
+        "requests_per_s": len(answers) / busy, **percentiles([t for _, status, t in answers if status == 200]),
+        "good_200": statuses.count(("good", 200)), "good": sum(k == "good" for k, _ in statuses),
+        "bad_4xx": sum(k == "bad" and 400 <= s < 500 for k, s in statuses), "bad": sum(k == "bad" for k, _ in statuses),
+        "5xx": sum(s >= 500 for _, s in statuses), "memory_mb": memory,
+        "mb_per_1000": 1000 * statistics.linear_regression(counted, memory).slope,
     }
+
+
+def report_robustness(server: Server, robust: dict, args) -> None:
+    memory, peak = robust["memory_mb"], server.memory_kb("VmHWM") / 1024
+    print(f"robustness: {args.requests} requests from {args.clients} clients, every {round(1 / args.bad_share)}th a "
+          f"bad input; server RSS (MB), idle, after the {args.warmup} warm-up requests and after every 5 % of the "
+          f"rest: {', '.join(f'{m:.0f}' for m in memory)}")
+    print("| requests/s | p50 s | p95 s | p99 s | good answered 200 | bad answered 4xx | 5xx | temporary files left |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| {robust['requests_per_s']:.2f} | {robust['p50']:.2f} | {robust['p95']:.2f} | {robust['p99']:.2f} "
+          f"| {robust['good_200']} / {robust['good']} | {robust['bad_4xx']} / {robust['bad']} | {robust['5xx']} "
+          f"| {server.uploads_left()} |")
+    print()
+    print("| RSS after warm-up | RSS at the end | RSS range after warm-up | slope, MB per 1,000 requests "
+          "| peak RSS (whole run) |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| {memory[0]:.0f} MB | {memory[-1]:.0f} MB | {min(memory):.0f}-{max(memory):.0f} MB "
+          f"| {robust['mb_per_1000']:+.1f} | {peak:.0f} MB |")
 
 
 def main() -> None:
@@ -167,11 +212,12 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32)
     parser.add_argument("--requests", type=int, default=1000, help="robustness run (0: skip it)")
     parser.add_argument("--bad-share", type=float, default=0.1)
+    parser.add_argument("--warmup", type=int, default=100, help="robustness requests before memory is watched")
     args = parser.parse_args()
     if not (1 <= args.clients <= MAX_CLIENTS and 0 < args.seconds <= MAX_SECONDS and 0 <= args.requests <= MAX_REQUESTS
-            and 0 < args.bad_share < 1):
+            and 0 < args.bad_share < 1 and (args.requests == 0 or 1 <= args.warmup <= args.requests - 20)):
         parser.error(f"clients 1..{MAX_CLIENTS}, seconds up to {MAX_SECONDS}, requests up to {MAX_REQUESTS}, "
-                     "bad share in (0, 1)")
+                     "bad share in (0, 1), warm-up from 1 to requests - 20")
     clips = sorted(ESC50.glob("*.flac"))[:: max(1, len(list(ESC50.glob("*.flac"))) // args.clips)][: args.clips]
     batch = BatchReference(clips)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -190,12 +236,8 @@ def main() -> None:
                   f"| {load['p50']:.2f} | {load['p95']:.2f} | {load['p99']:.2f} | {load['errors']} of {load['requests']} |")
             print(f"server peak RSS after the load run: {server.memory_kb('VmHWM') / 1024:.0f} MB")
             if args.requests:
-                robust = robustness_run(server, clips, args.requests, args.bad_share, args.clients)
-                print(f"robustness: {args.requests} requests, good answered 200: {robust['good_200']}/{robust['good']}, "
-                      f"bad answered 4xx: {robust['bad_4xx']}/{robust['bad']}, 5xx: {robust['5xx']}, "
-                      f"temporary files left: {server.uploads_left()}")
-                print(f"server RSS (MB) after each 10 % of the requests: {robust['memory_mb_every_10pct']}; "
-                      f"peak {server.memory_kb('VmHWM') / 1024:.0f} MB")
+                robust = robustness_run(server, clips, args.requests, args.bad_share, args.clients, args.warmup)
+                report_robustness(server, robust, args)
         finally:
             server.stop()
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 import audiocap
 from audiocap.serve.app import create_app
-from tests.live_server import LiveServer
+from tests.live_server import LiveServer, ServeCommand
 
 MAX_UPLOAD_BYTES = 2_300_000  # a 28.9 s Clotho wav (2.5 MB) is too large, the others fit
 MAX_AUDIO_SECONDS = 20.0  # "living room clock.wav" (25.4 s) is too long
@@ -232,31 +230,11 @@ def test_model_description_and_docs(server, pipeline):
     assert httpx.get(f"{server.url}/static/app.js").status_code == 200
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_serve_command_binds_localhost_and_reads_the_key_from_the_environment(esc50):
-    port = free_port()
-    env = {**os.environ, "AUDIOCAP_API_KEY": "from-env"}
-    server = subprocess.Popen([sys.executable, "-m", "audiocap", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
-        while True:
-            try:
-                answer = httpx.get(f"{url}/v1/health", headers={"X-API-Key": "from-env"})
-                break
-            except httpx.ConnectError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read() if server.poll() else ""
-                time.sleep(0.3)
-        assert answer.status_code == 200 and httpx.get(f"{url}/v1/health").status_code == 401
-        assert listening_addresses(port) == ["127.0.0.1"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def test_serve_command_binds_localhost_and_reads_the_key_from_the_environment():
+    with ServeCommand(env={**os.environ, "AUDIOCAP_API_KEY": "from-env"}) as server:
+        answer = httpx.get(f"{server.url}/v1/health", headers={"X-API-Key": "from-env"})
+        assert answer.status_code == 200 and httpx.get(f"{server.url}/v1/health").status_code == 401
+        assert listening_addresses(server.port) == ["127.0.0.1"]
 
 
 def listening_addresses(port: int) -> list[str]:

@@ -10,9 +10,12 @@ slots bound what the server holds at once (uploads on disk, decoded audio in mem
 for the model. The worker takes the first waiting job, then whatever else arrives within `collect_seconds` up to
 `max_batch_clips` clips, and captions the jobs that share decoding options as one batch: decoding eight clips
 together costs little more than one (see the README's captioning benchmark), so under load the batch pays.
+After each batch, and once more when no job has come for IDLE_SECONDS, the worker hands the memory the C
+allocator holds free back to the system (release_free_memory), so that the server's memory stays flat.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import queue
 import threading
@@ -20,6 +23,31 @@ import time
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+
+IDLE_SECONDS = 1.0  # with no job for this long after a batch, the worker trims the allocator once more
+
+
+def find_malloc_trim():
+    """glibc's `int malloc_trim(size_t pad)`, or None where the C library has none (musl, macOS, Windows)."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim  # None: the libraries this process has already loaded
+    except (OSError, TypeError, AttributeError):  # no such symbol, or no dlopen(NULL) (Windows)
+        return None
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return malloc_trim
+
+
+MALLOC_TRIM = find_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C allocator's free pages back to the system (glibc's malloc_trim; elsewhere nothing). glibc keeps
+    what the batches' tensors and the requests' audio freed, in pieces between live blocks that it does not return
+    by itself: without this the idle server holds tens of MB more and climbs in steps, though nothing leaks
+    (docs/BENCHMARKS.md#serve)."""
+    if MALLOC_TRIM is not None:
+        MALLOC_TRIM(0)
 
 
 class QueueFull(Exception):
@@ -88,13 +116,27 @@ class CaptionBatcher:
         return job.future
 
     def run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            batch, stop = self.collect(job)
-            started = time.monotonic()
-            self.caption(batch)
-            self.seconds_per_batch = 0.8 * self.seconds_per_batch + 0.2 * (time.monotonic() - started)
-            if stop:
+        idle_trim_due = False
+        while True:
+            try:
+                job = self.jobs.get(timeout=IDLE_SECONDS if idle_trim_due else None)
+            except queue.Empty:  # idle: the requests have let go of their audio since the last trim
+                release_free_memory()
+                idle_trim_due = False
+                continue
+            if job is None or self.run_batch(job):
                 return
+            del job  # its waveforms go before the trim
+            release_free_memory()
+            idle_trim_due = True
+
+    def run_batch(self, first: CaptionJob) -> bool:
+        """Caption `first` and the jobs collected with it; whether the stop signal came meanwhile."""
+        batch, stop = self.collect(first)
+        started = time.monotonic()
+        self.caption(batch)
+        self.seconds_per_batch = 0.8 * self.seconds_per_batch + 0.2 * (time.monotonic() - started)
+        return stop
 
     def collect(self, first: CaptionJob) -> tuple[list[CaptionJob], bool]:
         """`first` and the jobs that arrive within the collection window, up to max_batch_clips clips; and
