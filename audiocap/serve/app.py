@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException
 
 import audiocap
 from audiocap.errors import AudiocapError
-from audiocap.serve.batcher import CaptionBatcher, QueueFull
+from audiocap.serve.batcher import CaptionBatcher, QueueFull, limit_malloc_arenas
 from audiocap.serve.model_info import describe_model
 from audiocap.serve.uploads import (
     MAX_BEAM_SIZE, MIN_SEGMENT_SECONDS, CaptionOptions, RequestError, decode_upload, parse_options, receive_upload,
@@ -65,6 +65,7 @@ def create_app(
     """The service for a loaded CaptioningPipeline (`model_path`: the file it came from, None = bundled).
     At most `max_pending` requests are in flight (uploading, decoding, waiting or being captioned); one more
     gets 503 with Retry-After. A request gets `request_timeout` seconds in all (504 after)."""
+    limit_malloc_arenas()  # before the server's threads: see the function
     batcher = CaptionBatcher(pipeline, max_pending, max_batch_clips, collect_seconds)
     model = describe_model(pipeline, model_path)
     captions = CaptionRequests(pipeline, batcher, model["name"], max_upload_bytes, max_audio_seconds)

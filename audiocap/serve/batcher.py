@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import queue
 import threading
 import time
@@ -28,17 +29,23 @@ from dataclasses import dataclass, field
 IDLE_SECONDS = 1.0  # with no job for this long after a batch, the worker trims the allocator once more
 
 
-def find_malloc_trim():
-    """glibc's `int malloc_trim(size_t pad)`, or None where the C library has none (musl, macOS, Windows)."""
+def glibc_function(name: str, argtypes: list):
+    """glibc's function `name` returning int, or None where the C library has none (musl, macOS, Windows)."""
     try:
-        malloc_trim = ctypes.CDLL(None).malloc_trim  # None: the libraries this process has already loaded
+        function = getattr(ctypes.CDLL(None), name)  # None: the libraries this process has already loaded
     except (OSError, TypeError, AttributeError):  # no such symbol, or no dlopen(NULL) (Windows)
         return None
-    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return malloc_trim
+    function.argtypes, function.restype = argtypes, ctypes.c_int
+    return function
+
+
+def find_malloc_trim():
+    """glibc's `int malloc_trim(size_t pad)`, or None."""
+    return glibc_function("malloc_trim", [ctypes.c_size_t])
 
 
 MALLOC_TRIM = find_malloc_trim()
+M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
 def release_free_memory() -> None:
@@ -48,6 +55,16 @@ def release_free_memory() -> None:
     (docs/BENCHMARKS.md#serve)."""
     if MALLOC_TRIM is not None:
         MALLOC_TRIM(0)
+
+
+def limit_malloc_arenas(arenas: int = 1) -> None:
+    """Let glibc give the threads created from now on at most `arenas` malloc arenas, unless $MALLOC_ARENA_MAX
+    already says how many. Each thread that frees into an arena of its own keeps pages there that malloc_trim
+    cannot reach from the worker, so with one arena per thread the idle server's memory creeps up request after
+    request; with one arena it stays within a few MB (docs/BENCHMARKS.md#serve)."""
+    mallopt = glibc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+    if mallopt is not None and "MALLOC_ARENA_MAX" not in os.environ:
+        mallopt(M_ARENA_MAX, arenas)
 
 
 class QueueFull(Exception):
