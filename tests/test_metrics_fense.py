@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ import torch
 from audiocap import cli
 from audiocap.errors import MetricError
 from audiocap.metrics import fense_models, score
-from audiocap.metrics.fer import read_checkpoint
+from audiocap.metrics.fer import load_error_detector, read_checkpoint
+from audiocap.metrics.sbert_sim import load_sbert
 from tests.fense_stand_ins import CHECKPOINT, SBERT, build_metrics_cache
 from tests.test_data_download import server  # noqa: F401  (the fixture: a local server with Range support)
 
@@ -179,3 +181,18 @@ def test_score_cli_reads_n_best_columns_for_spider_max(tmp_path, shared_data, mo
         csv.writer(f).writerows([["file_name", "caption_predicted"]] + [[f"{i}.wav", r["caption_predicted"]] for i, r in enumerate(rows)])
     assert cli.main(["score", str(predictions), "--references", str(references), "--metrics", "spider_max"]) == 2
     assert "has one caption per clip; it needs caption_predicted_1..K" in capsys.readouterr().err
+
+
+def test_loading_fense_models_from_the_cache_never_touches_the_network(stand_in_cache, monkeypatch):
+    """The detector's config and tokenizer come through transformers' from_pretrained on a cache folder
+    (local_files_only): with every connection refused, both models still load."""
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access: {args[1:] or kwargs}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    detector, tokenizer = load_error_detector(stand_in_cache)
+    assert tokenizer("a dog barks")["input_ids"] and sum(p.numel() for p in detector.parameters()) > 0
+    assert load_sbert(stand_in_cache).encode(["a dog barks"]).shape[0] == 1
