@@ -70,7 +70,7 @@ def score_in_chunks(candidates: list[str], references: list[list[str]], metrics:
             if "rouge_l" in metrics:
                 per_clip.setdefault("rouge_l", []).append(rouge.rouge_l_of(captions)[1])
             if "cider_d" in metrics:
-                stored.append(_compact(captions))
+                stored.append(_with_ids_as(captions, np.int32))
         if counts is not None:
             bleus = np.concatenate(per_clip.pop("bleu"))
             result.corpus.update({f"bleu_{n}": float(v) for n, v in enumerate(counts.bleu(), start=1)})
@@ -82,7 +82,8 @@ def score_in_chunks(candidates: list[str], references: list[list[str]], metrics:
             meteor.close()
     if stored:
         frequencies = DocumentFrequencies.of(stored)
-        per_clip["cider_d"] = [cider.cider_d_of(_expanded(chunk), frequencies=frequencies)[1] for chunk in stored]
+        per_clip["cider_d"] = [cider.cider_d_of(_with_ids_as(chunk, np.int64), frequencies=frequencies)[1]
+                               for chunk in stored]
     for name in ("rouge_l", "cider_d"):
         if name in per_clip:
             result.per_clip[name] = np.concatenate(per_clip[name])
@@ -96,16 +97,11 @@ def _tokenized(candidates: list[str], references: list[list[str]]) -> tuple[list
     return tokenized[: ends[0]], [tokenized[a:b] for a, b in zip(ends, ends[1:])]
 
 
-def _compact(captions: Captions) -> Captions:
-    """The chunk's token ids in 4 bytes each, while the other chunks are read (and without its n-gram tables)."""
-    return replace(captions, tokens=captions.tokens.astype(np.int32), lengths=captions.lengths.astype(np.int32),
-                   reference_clip=captions.reference_clip.astype(np.int32))
-
-
-def _expanded(captions: Captions) -> Captions:
-    """Back to int64, in which the n-gram codes are computed."""
-    return replace(captions, tokens=captions.tokens.astype(np.int64), lengths=captions.lengths.astype(np.int64),
-                   reference_clip=captions.reference_clip.astype(np.int64))
+def _with_ids_as(captions: Captions, dtype) -> Captions:
+    """The captions with token ids, lengths and reference clips as `dtype`: int32 (4 bytes a token) while a chunk
+    waits for the other chunks' document frequencies, int64 (in which the n-gram codes are computed) to score it."""
+    return replace(captions, tokens=captions.tokens.astype(dtype), lengths=captions.lengths.astype(dtype),
+                   reference_clip=captions.reference_clip.astype(dtype))
 
 
 def _start_meteor(options: MeteorOptions, errors: dict[str, str]) -> MeteorChunks | None:
