@@ -22,7 +22,7 @@ EXAMPLES = {"4-184575-A-0.flac": "dog", "4-163264-A-10.flac": "rain", "4-183487-
 def test_bundled_model_is_small_and_self_contained():
     assert DEFAULT_MODEL.stat().st_size <= 25 * 2**20
     info = read_model_info(DEFAULT_MODEL)
-    assert info["encoder"]["name"] == "aisfx" and info["dimensions"]["rlssr_hidden"] > 0
+    assert info["encoder"]["name"] == "aisfx-yamnet" and info["dimensions"]["rlssr_hidden"] > 0
     assert info["training"]["config"]["train_csv"].endswith("train.csv")  # not the held-out CSV
 
 
@@ -40,12 +40,12 @@ def heldout_esc50(shared_data: Path) -> list:
 
 def test_default_model_names_the_source_of_unseen_clips(shared_data):
     """On the 100 held-out ESC-50 clips (2 per class) the bundled model names the source in about
-    6 of 10 captions, and in at least 3 of the 4 README examples."""
+    9 of 10 captions (87 when written), and in at least 3 of the 4 README examples."""
     model = audiocap.load_model()  # no path: the bundled model
     clips = heldout_esc50(shared_data)
     captions = model.caption([clip.path for clip in clips], beam_size=3, batch_size=16)
     synonyms = source_hit.load_synonyms()
     hits = {clip.file_name: source_hit.names_source(caption, clip.category, synonyms)
             for clip, caption in zip(clips, captions)}
-    assert sum(hits.values()) >= 55, sum(hits.values())
+    assert sum(hits.values()) >= 80, sum(hits.values())
     assert sum(hits[name] for name in EXAMPLES) >= 3, {name: hits[name] for name in EXAMPLES}
