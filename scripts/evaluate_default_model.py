@@ -39,6 +39,7 @@ CLOTHO_METRICS = ["meteor", "cider_d"]
 GENERIC = {"water", "people", "voice", "voices", "machine", "appliance", "board", "bag", "paper", "door", "doors",
            "slam", "slams", "rings", "ringing", "words", "note", "notes", "fan", "car", "engine", "drill", "drilling"}
 BASELINE_SENTENCE = "a man speaks while a vehicle engine runs and birds chirp"
+WRITTEN_CAPTIONS = cap.load_written_captions(cap.RECIPES / "esc50_captions.csv")  # ESC-50 class -> captions
 
 
 def named_words(caption: str, words: list[str]) -> set[str]:
@@ -48,10 +49,12 @@ def named_words(caption: str, words: list[str]) -> set[str]:
 
 def judge(caption: str, true_classes: list[str], classes: dict) -> dict:
     """Which of the clip's classes the caption names, and which other sources it names. A word of
-    another class is not an invention when the clip's own classes' captions use it: "a rooster
-    crows", "children shout and laugh", "a gun fires" describe the labelled source."""
+    another class is not an invention when the clip's own classes' captions use it (their phrases,
+    and for ESC-50 classes the captions written for them): "a rooster crows", "children shout and
+    laugh", "a gun fires", "a chainsaw engine sputters and screams" describe the labelled source."""
     true_words = {w for c in true_classes for w in classes[c].words}
-    own_text = " ".join(" ".join(classes[c].clauses + classes[c].gerunds + classes[c].nouns) for c in true_classes)
+    own_text = " ".join(" ".join(classes[c].clauses + classes[c].gerunds + classes[c].nouns + WRITTEN_CAPTIONS.get(c, []))
+                        for c in true_classes)
     own_words = set(source_hit.normalize_words(own_text).split())
     named = [c for c in true_classes if named_words(caption, classes[c].words)]
     invented = set()

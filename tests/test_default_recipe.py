@@ -118,6 +118,10 @@ def test_judge_counts_named_and_invented_sources(classes):
     assert evaluation.judge("A rooster crows loudly.", ["rooster"], classes)["invented"] == []
     assert evaluation.judge("Children shout and laugh while playing.", ["children_playing"], classes)["invented"] == []
     assert "laugh" in evaluation.judge("A rooster crows while children laugh.", ["rooster"], classes)["invented"]
+    # ... and so are those of the captions written for an ESC-50 class (data_recipes/esc50_captions.csv)
+    chainsaw = "A loud chainsaw engine sputters and screams as it saws into a tree."
+    assert evaluation.judge(chainsaw, ["chainsaw"], classes)["invented"] == []
+    assert "screams" in evaluation.judge(chainsaw.replace("chainsaw", "hair dryer"), ["hair_dryer"], classes)["invented"]
 
 
 # ---------------------------------------------------------------------------- source hit
