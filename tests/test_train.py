@@ -435,7 +435,7 @@ def test_encoder_options_reach_the_encoder(tmp_path):
     encoder's architecture with random weights instead of the pretrained ones."""
     from audiocap.encoders import create_encoder
 
-    config = load_config(TrainConfig, ROOT / "configs" / "default_aisfx.yaml", ["encoder_options.pretrained=false"])
+    config = load_config(TrainConfig, ROOT / "configs" / "default_aisfx_yamnet.yaml", ["encoder_options.pretrained=false"])
     assert config.encoder_options == {"pretrained": False}
     torch.manual_seed(0)
     random_init = create_encoder(config.encoder, checkpoint=config.encoder_checkpoint, **config.encoder_options)
