@@ -123,3 +123,22 @@ def test_stacked_encoder_takes_no_checkpoint_and_rebuilds_from_its_config():
     encoder = create_encoder("aisfx-yamnet", pretrained=False)
     rebuilt = encoder_from_config(json.loads(json.dumps(encoder.config())), encoder.state_dict())
     assert rebuilt.dim == 1536 and rebuilt.frame_rate == encoder.frame_rate
+
+
+@pytest.mark.parametrize("name", ["yamnet", "aisfx-yamnet"])
+def test_new_encoders_keep_the_interface_contract(name, tmp_path):
+    """Each clip of `encode_clips` equals `encode_file` of it alone (chunked the same way); empty audio
+    gives one frame; frozen means no gradients."""
+    encoder = create_encoder(name, pretrained=False).freeze()
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
+    rate = encoder.sample_rate
+    rng = np.random.default_rng(0)
+    clips = [rng.uniform(-0.3, 0.3, n).astype(np.float32) for n in (3 * rate, 7 * rate, rate // 2)]
+    frames = encoder.encode_clips(clips, chunk_seconds=5)  # the 7 s clip: in two chunks
+    for clip, got in zip(clips, frames):
+        sf.write(tmp_path / "clip.wav", clip, rate, subtype="FLOAT")
+        expected = encoder.encode_file(tmp_path / "clip.wav", chunk_seconds=5)
+        assert got.shape == (len(expected), encoder.dim)
+        np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
+    sf.write(tmp_path / "empty.wav", np.zeros(0), rate)
+    assert encoder.encode_file(tmp_path / "empty.wav").shape == (1, encoder.dim)
