@@ -14,9 +14,9 @@ import numpy as np
 import soxr
 import torch
 
-from audiocap.encoders.aisfx import AISFX_MEL, AisfxEncoder, aisfx
+from audiocap.encoders.aisfx import AISFX_MEL, AisfxEncoder, installed_checkpoint
 from audiocap.encoders.base import AudioEncoder
-from audiocap.encoders.yamnet import HOP, PATCH_FRAMES, WINDOW, YamnetEncoder, yamnet
+from audiocap.encoders.yamnet import YamnetEncoder, installed_saved_model
 from audiocap.errors import ConfigError
 
 
@@ -66,9 +66,8 @@ class StackedEncoder(AudioEncoder):
         yamnet_frames, yamnet_lengths = self.yamnet(waveforms_16k, lengths_16k)  # (B, T', 1024)
         block_seconds = AISFX_MEL.hop_length / AISFX_MEL.sample_rate
         grid_starts = torch.arange(frames.shape[1], device=frames.device) * self.aisfx.block_hop * block_seconds
-        patch_hop_seconds = HOP * self.yamnet.patch_hop / self.yamnet.sample_rate
-        patch_seconds = ((PATCH_FRAMES - 1) * HOP + WINDOW) / self.yamnet.sample_rate
-        centres = torch.arange(yamnet_frames.shape[1], device=frames.device) * patch_hop_seconds + patch_seconds / 2
+        patch_seconds = self.yamnet.first_patch_samples / self.yamnet.sample_rate
+        centres = torch.arange(yamnet_frames.shape[1], device=frames.device) / self.yamnet.frame_rate + patch_seconds / 2
         valid = torch.arange(yamnet_frames.shape[1], device=frames.device)[None] < yamnet_lengths[:, None]
         weights = pooling_weights(grid_starts, self.aisfx.block_frames * block_seconds, centres, valid)
         return torch.cat([frames, weights.to(yamnet_frames.dtype) @ yamnet_frames], dim=-1), frame_lengths
@@ -81,7 +80,7 @@ def aisfx_yamnet(checkpoint=None, pretrained: bool = True, aisfx_options: dict |
                           "it takes no checkpoint: drop --checkpoint / encoder_checkpoint")
     encoder = StackedEncoder(aisfx_options, yamnet_options)
     if pretrained:
-        encoder.aisfx.load_state_dict(aisfx(**(aisfx_options or {})).state_dict())
-        encoder.yamnet.load_state_dict(yamnet(**(yamnet_options or {})).state_dict())
+        encoder.aisfx.load_aisfx(installed_checkpoint())
+        encoder.yamnet.load_yamnet(installed_saved_model())
     return encoder
 

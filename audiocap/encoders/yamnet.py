@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiocap.encoders.base import AudioEncoder
+from audiocap.encoders.checkpoint import load_state_dict_strict
 from audiocap.encoders.tf_checkpoint import read_tf_checkpoint
 from audiocap.errors import CheckpointError
 
@@ -152,13 +153,9 @@ class YamnetEncoder(AudioEncoder):
             kernel = kernel.transpose(3, 2, 0, 1) if layer.conv.groups == 1 else kernel.transpose(2, 3, 0, 1)
             state.update({f"layers.{index}.conv.weight": kernel, f"layers.{index}.beta": beta,
                           f"layers.{index}.norm.running_mean": mean, f"layers.{index}.norm.running_var": var})
-        ours = self.body.state_dict()
-        for key, value in state.items():
-            if tuple(value.shape) != tuple(ours[key].shape):
-                raise CheckpointError(f"{saved_model}: {key} has shape {value.shape}, expected "
-                                      f"{tuple(ours[key].shape)}; {INSTALL_HINT}")
-            ours[key] = torch.tensor(np.asarray(value, dtype=np.float32))
-        self.body.load_state_dict(ours)
+        ours = self.body.state_dict()  # the batch counters stay as they are
+        ours.update({key: torch.tensor(np.asarray(value, dtype=np.float32)) for key, value in state.items()})
+        load_state_dict_strict(self.body, ours, saved_model, INSTALL_HINT)
         return self
 
 
