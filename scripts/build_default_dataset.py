@@ -11,7 +11,9 @@ read from its repository at the listed commit (`fetch`ed under --mirrors) and na
 
 Output (Clotho-format CSVs `file_name,caption_1..caption_5`):
 
-    train.csv    + audio/train/     single sources and mixtures made of training clips
+    train.csv    + audio/train/     single sources and mixtures made of training clips: two sources
+                                    at once or in turn, speech over a background, crowds of several
+                                    voices, and 10-20 s scenes (one event over an ambience)
     val.csv      + audio/train/     every 20th training clip and mixtures kept out of training (model selection)
     heldout.csv  + audio/heldout/   held-out recordings and speakers, and mixtures made only of them
     heldout_sources.csv             file_name,kind,classes,categories of every held-out clip
@@ -55,6 +57,16 @@ OVERLAY_GAIN_DB = 6.0
 SEQUENCE_GAIN_DB = 3.0
 SEQUENCE_GAP_S = (0.2, 1.2)
 VAL_SINGLES_EVERY = 20
+# Field recordings are scenes: an ambience throughout with events over it, crowds of talkers.
+SCENE_BEDS = ["rain", "wind", "sea_waves", "engine_running", "air_conditioner", "crowd", "chirping_birds",
+              "stream_water", "running_water", "street_music", "children_playing", "thunderstorm", "crackling_fire",
+              "crickets", "insects", "train", "washing_machine", "vacuum_cleaner", "electric_fan"]
+SCENE_SECONDS = (10.0, 20.0)
+SCENE_GAIN_DB = (-2.0, 10.0)  # the event against the bed: mostly in front of it, as a recordist aims
+BABBLE_VOICES = (4, 8)
+BABBLE_SECONDS = (8.0, 15.0)
+BABBLE_GAIN_DB = (-9.0, 0.0)  # near and far talkers
+VAL_SCENES_EVERY = 10
 
 
 @dataclass
@@ -63,7 +75,7 @@ class Item:
 
     file_name: str
     split: str  # "train" | "val" | "heldout"
-    kind: str  # "single" | "overlay" | "sequence" | "background"
+    kind: str  # "single" | "copy" | "overlay" | "sequence" | "background" | "babble" | "scene"
     classes: list[str]
     captions: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
@@ -197,6 +209,58 @@ def mixture_items(singles: list[Item], classes: dict, args, out: Path) -> tuple[
     return items, mixes
 
 
+def babble_items(singles: list[Item], classes: dict, args, out: Path) -> tuple[list[Item], list[mixing.Mixture]]:
+    """Crowds: several training voices talking at once, captioned as a crowd. Training only
+    (every VAL_SCENES_EVERY-th for validation): held-out numbers stay comparable across builds."""
+    voices = [s for s in singles if s.split == "train" and classes[s.classes[0]].category == "speech"]
+    items, mixes = [], []
+    for i in range(args.babbles if voices else 0):
+        name = f"mix_train_babble_{i:04d}.flac"
+        rng = random.Random(f"{args.seed}/{name}")
+        chosen = rng.sample(voices, rng.randint(*BABBLE_VOICES))
+        seconds = round(rng.uniform(*BABBLE_SECONDS), 2)
+        audio = mixing.render_babble([mixing.read_clip(v.path) for v in chosen],
+                                     [rng.uniform(*BABBLE_GAIN_DB) for _ in chosen], [rng.random() for _ in chosen],
+                                     seconds)
+        path = out / "audio" / "train" / name
+        mixing.write_flac(path, audio)
+        split = "val" if i % VAL_SCENES_EVERY == VAL_SCENES_EVERY - 1 else "train"
+        items.append(Item(name, split, "babble", ["crowd"], cap.single_captions(classes["crowd"], seconds, rng),
+                          [src for v in chosen for src in v.sources], path, seconds))
+        mixes.append(mixing.Mixture(name, "babble", ";".join(v.file_name for v in chosen), ""))
+    print(f"train babble mixtures: {len(items)}", flush=True)
+    return items, mixes
+
+
+def scene_items(pool: list[Item], classes: dict, args, out: Path) -> tuple[list[Item], list[mixing.Mixture]]:
+    """Scenes: one event over an ambience of SCENE_BEDS heard throughout, 10-20 s like a field
+    recording, captioned as two sources at once (the louder one first). Training only."""
+    by_class = defaultdict(list)
+    for item in pool:
+        if item.split == "train":
+            by_class[item.classes[0]].append(item)
+    beds = [c for c in SCENE_BEDS if c in by_class]
+    events = [c for c in sorted(by_class) if c not in SCENE_BEDS and not c.startswith("instrument_")]
+    items, mixes = [], []
+    for i in range(args.scenes if beds and events else 0):
+        name = f"mix_train_scene_{i:04d}.flac"
+        rng = random.Random(f"{args.seed}/{name}")
+        bed_class, event_class = rng.choice(beds), rng.choice(events)
+        bed, event = rng.choice(by_class[bed_class]), rng.choice(by_class[event_class])
+        mix = mixing.Mixture(name, "scene", bed.file_name, event.file_name, round(rng.uniform(*SCENE_GAIN_DB), 2))
+        audio, mix.lead_s = mixing.render_scene(mixing.read_clip(bed.path), mixing.read_clip(event.path), mix.gain_db,
+                                                rng.random(), rng.uniform(*SCENE_SECONDS))
+        path = out / "audio" / "train" / name
+        mixing.write_flac(path, audio)
+        mix.captions = cap.mixture_captions("overlay", classes[bed_class], classes[event_class], mix.gain_db, 0.0, rng)
+        split = "val" if i % VAL_SCENES_EVERY == VAL_SCENES_EVERY - 1 else "train"
+        items.append(Item(name, split, "scene", [bed_class, event_class], mix.captions, bed.sources + event.sources,
+                          path, len(audio) / mixing.SAMPLE_RATE))
+        mixes.append(mix)
+    print(f"train scene mixtures: {len(items)}", flush=True)
+    return items, mixes
+
+
 def oversample(singles: list[Item], classes: dict, written: dict, args) -> list[Item]:
     """Copies of the training clips of rare classes (ESC-50 gives a class 6 clips, UrbanSound8K
     150), so that every class has at least `min_train_per_class` training items: without them
@@ -286,8 +350,11 @@ def build(args) -> dict:
         if i % VAL_SINGLES_EVERY == VAL_SINGLES_EVERY - 1:  # model selection sees single sources too
             item.split = "val"
     mixtures, mixes = mixture_items(singles, classes, args, args.out)
+    babbles, babble_mixes = babble_items(singles, classes, args, args.out)
+    scenes, scene_mixes = scene_items(singles + babbles, classes, args, args.out)
+    mixes += babble_mixes + scene_mixes
     copies = oversample(singles, classes, cap.load_written_captions(RECIPES / "esc50_captions.csv"), args)
-    items = singles + copies + mixtures
+    items = singles + copies + mixtures + babbles + scenes
     remove_stale_audio(args.out, items)
     recipes = sorted(RECIPES.glob("*.*"))
     manifest = {
@@ -317,6 +384,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backgrounds", type=int, default=450, help="training mixtures: speech over a background")
     parser.add_argument("--overlays", type=int, default=250, help="training mixtures: two sources at once")
     parser.add_argument("--sequences", type=int, default=250, help="training mixtures: one after the other")
+    parser.add_argument("--babbles", type=int, default=0,
+                        help="training crowds: several voices at once (tried, not kept: docs/BENCHMARKS.md)")
+    parser.add_argument("--scenes", type=int, default=0,
+                        help="training scenes: an event over an ambience (tried, not kept: docs/BENCHMARKS.md)")
     parser.add_argument("--val-mixtures", type=int, default=90, help="of those, kept out of training for validation")
     parser.add_argument("--heldout-mixtures", type=int, default=200, help="mixtures of held-out clips, for evaluation")
     parser.add_argument("--copy-audio", action="store_true", help="copy ESC-50 audio instead of symlinking")

@@ -108,6 +108,23 @@ def test_mixture_captions_name_both_parts_and_background_only_when_quiet(classes
     assert not any(re.search(r"\bloud", t) for t in quiet)  # "aloud" is fine, "loud rain" would not be
 
 
+def test_instrument_captions_sometimes_name_only_the_family(classes):
+    rng = random.Random(2)
+    families = {"instrument_bassoon": "woodwind", "instrument_trombone": "brass", "instrument_cello": "bowed string",
+                "instrument_banjo": "plucked string"}
+    for name, family in families.items():
+        texts = [t for _ in range(10) for t in captions.single_captions(classes[name], 3.0, rng, {"length": "long"})]
+        by_family = [t for t in texts if f"{family} instrument" in t]
+        assert 0 < len(by_family) < len(texts), name
+        assert not any(name.removeprefix("instrument_") in t for t in by_family)
+    # the family names the source; another family is an invention, the right one is not
+    bassoon = "A woodwind instrument plays a long note softly."
+    assert evaluation.judge(bassoon, ["instrument_bassoon"], classes) == {"named": ["instrument_bassoon"],
+                                                                         "invented": []}
+    assert "brass instrument" in evaluation.judge(bassoon.replace("woodwind", "brass"), ["instrument_bassoon"],
+                                                  classes)["invented"]
+
+
 def test_judge_counts_named_and_invented_sources(classes):
     verdict = evaluation.judge("A woman speaks while a dog barks.", ["woman_speaking"], classes)
     assert verdict["named"] == ["woman_speaking"] and "dog" in verdict["invented"]
@@ -145,9 +162,6 @@ def test_source_hit_rate_matches_whole_words_and_phrases():
 def test_source_hit_rate_refuses_missing_predictions():
     with pytest.raises(KeyError):
         source_hit.source_hit_rate({}, {"a.wav": "dog"}, {"dog": ["dog"]})
-
-
-# ------------------------------------------------------------------------------- builder
 
 
 # ------------------------------------------------------------------------------- sources
@@ -208,16 +222,53 @@ def test_extract_and_render_a_clip_from_a_repository_at_its_commit(shared_data, 
     assert len(audio) == 8 * mixing.SAMPLE_RATE and np.abs(audio).max() <= 1.0
 
 
+def tone(hz: float, seconds: float, silence_s: float = 0.0) -> np.ndarray:
+    t = np.arange(int(seconds * mixing.SAMPLE_RATE)) / mixing.SAMPLE_RATE
+    pad = np.zeros(int(silence_s * mixing.SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([pad, 0.3 * np.sin(2 * np.pi * hz * t).astype(np.float32), pad])
+
+
+def band_energy(audio: np.ndarray, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio)) ** 2
+    freqs = np.fft.rfftfreq(len(audio), 1 / mixing.SAMPLE_RATE)
+    return float(spectrum[np.abs(freqs - hz) < 20].sum() / spectrum.sum())
+
+
+def test_babble_keeps_every_voice_talking_to_the_end():
+    voices = [tone(hz, 1.0, silence_s=0.5) for hz in (300, 500, 700, 900)]
+    audio = mixing.render_babble(voices, [0.0, -3.0, -6.0, 0.0], [0.0, 0.3, 0.6, 0.9], seconds=6.0)
+    assert len(audio) == 6 * mixing.SAMPLE_RATE and np.abs(audio).max() <= mixing.PEAK_LIMIT + 1e-6
+    for second in range(6):  # the silence around each voice is trimmed: no voice pauses for a whole second
+        window = audio[second * mixing.SAMPLE_RATE: (second + 1) * mixing.SAMPLE_RATE]
+        assert all(band_energy(window, hz) > 0.02 for hz in (300, 500, 700, 900)), second
+
+
+def test_scene_puts_one_event_over_an_ambience_heard_throughout():
+    rng = np.random.default_rng(0)
+    bed = (0.05 * rng.standard_normal(2 * mixing.SAMPLE_RATE)).astype(np.float32)
+    event = tone(1000, 0.5, silence_s=1.0)
+    audio, start = mixing.render_scene(bed, event, gain_db=6.0, start_fraction=0.5, seconds=12.0)
+    assert len(audio) == 12 * mixing.SAMPLE_RATE and 0 < start < 12
+    begin, end = int(start * mixing.SAMPLE_RATE), int((start + 0.5) * mixing.SAMPLE_RATE)
+    assert band_energy(audio[begin:end], 1000) > 0.5  # 6 dB over the bed, where it was placed
+    assert band_energy(audio[:begin], 1000) < 0.01 and band_energy(audio[end + 2205:], 1000) < 0.01
+    rms = mixing.frame_rms(audio, frame=mixing.SAMPLE_RATE)
+    assert rms.min() > 0.5 * np.median(rms)  # the bed never stops, though it was 2 s long
+
+
 # ------------------------------------------------------------------------------- builder
+
+
+# The ESC-50 part of the builder, small: CI has no speech (so no crowds), and ESC-50 has scene beds.
+SMALL = ["--seed", "3", "--backgrounds", "0", "--overlays", "8", "--sequences", "8", "--scenes", "10",
+         "--babbles", "0", "--val-mixtures", "6", "--heldout-mixtures", "8"]
 
 
 @pytest.fixture(scope="module")
 def built(shared_data, tmp_path_factory) -> Path:
     """The ESC-50 part of the builder (what CI has); the source lists need the mirrored repositories."""
     out = tmp_path_factory.mktemp("default_dataset")
-    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(out), "--seed", "3",
-                                      "--backgrounds", "0", "--overlays", "8", "--sequences", "8",
-                                      "--val-mixtures", "6", "--heldout-mixtures", "8"]))
+    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(out), *SMALL]))
     return out
 
 
@@ -258,7 +309,8 @@ def test_mixture_audio_and_captions(built, classes):
     for mixture in read_rows(built / "mixtures.csv"):
         folder = "heldout" if mixture["file_name"].startswith("mix_heldout") else "train"
         audio, rate = sf.read(built / "audio" / folder / mixture["file_name"], dtype="float32")
-        assert rate == 44100 and audio.ndim == 1 and len(audio) <= 10 * 44100
+        longest = max(builder.SCENE_SECONDS) if mixture["kind"] == "scene" else mixing.MIXTURE_SECONDS
+        assert rate == 44100 and audio.ndim == 1 and len(audio) <= longest * 44100
         assert 0.05 < np.abs(audio).max() <= mixing.PEAK_LIMIT + 1e-3
         texts = [rows[mixture["file_name"]][f"caption_{i}"] for i in range(1, 6)]
         assert len(set(texts)) == 5
@@ -268,10 +320,25 @@ def test_mixture_audio_and_captions(built, classes):
                 assert all(evaluation.named_words(text, classes[c].words) for c in parts), text
 
 
+def test_scenes_name_their_ambience_and_their_event(shared_data, built, classes):
+    category = {Path(row["filename"]).stem: row["category"]
+                for row in read_rows(shared_data / "esc50" / "meta" / "esc50.csv")}
+    rows = {row["file_name"]: row for name in ("train.csv", "val.csv") for row in read_rows(built / name)}
+    scenes = [m for m in read_rows(built / "mixtures.csv") if m["kind"] == "scene"]
+    val = {row["file_name"] for row in read_rows(built / "val.csv")}
+    assert len(scenes) == 10 and sum(m["file_name"] in val for m in scenes) == 1  # every 10th validates
+    for mixture in scenes:
+        bed, event = (category[Path(mixture[part]).stem] for part in ("first", "second"))
+        assert bed in builder.SCENE_BEDS and event not in builder.SCENE_BEDS
+        seconds = sf.info(built / "audio" / "train" / mixture["file_name"]).duration
+        assert min(builder.SCENE_SECONDS) - 0.01 <= seconds <= max(builder.SCENE_SECONDS) + 0.01
+        for text in (rows[mixture["file_name"]][f"caption_{i}"] for i in range(1, 6)):
+            assert evaluation.named_words(text, classes[bed].words), text
+            assert evaluation.named_words(text, classes[event].words), text
+
+
 def test_builder_is_deterministic(shared_data, built, tmp_path):
-    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), "--seed", "3",
-                                      "--backgrounds", "0", "--overlays", "8", "--sequences", "8",
-                                      "--val-mixtures", "6", "--heldout-mixtures", "8"]))
+    builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), *SMALL]))
     for name in ("train.csv", "val.csv", "heldout.csv", "mixtures.csv", "manifest.json"):
         assert (tmp_path / name).read_bytes() == (built / name).read_bytes(), name
     first = next((built / "audio" / "train").glob("mix_train_sequence_*.flac"))
@@ -296,9 +363,8 @@ def test_rare_classes_are_repeated_with_other_captions(built):
 
 def test_a_rebuild_leaves_unchanged_audio_untouched_and_drops_stale_clips(shared_data, tmp_path):
     def build(overlays: int) -> None:
-        builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), "--seed", "3",
-                                          "--backgrounds", "0", "--overlays", str(overlays), "--sequences", "8",
-                                          "--val-mixtures", "6", "--heldout-mixtures", "8"]))
+        builder.build(builder.parse_args(["--shared", str(shared_data), "--out", str(tmp_path), *SMALL,
+                                          "--overlays", str(overlays)]))
 
     build(8)
     mixtures = sorted((tmp_path / "audio" / "train").glob("mix_train_overlay_*.flac"))

@@ -135,3 +135,30 @@ def render_sequence(first: np.ndarray, second: np.ndarray, gain_db: float, gap_s
     out[lead: lead + len(a)] = a
     out[lead + len(a) + gap: end] = b
     return limit_peak(out), gap / SAMPLE_RATE, lead / SAMPLE_RATE
+
+
+def render_babble(voices: list[np.ndarray], gains_db: list[float], offsets: list[float], seconds: float) -> np.ndarray:
+    """Several voices talking at once for `seconds`, as in a crowded room: each voice trimmed of
+    silence, loudness-matched, started `offset` (a fraction) into itself and repeated so that it
+    never stops early, at its own gain (near and far talkers)."""
+    n = int(seconds * SAMPLE_RATE)
+    out = np.zeros(n, dtype=np.float32)
+    gap = np.zeros(int(PART_GAP_S * SAMPLE_RATE), dtype=np.float32)
+    for voice, gain_db, offset in zip(voices, gains_db, offsets):
+        talk = np.concatenate([trim_silence(match_loudness(voice)), gap])
+        talk = np.roll(talk, -int(offset * len(talk)))
+        out += fit_length(talk, n, tile=True) * 10 ** (gain_db / 20)
+    return limit_peak(match_loudness(out))
+
+
+def render_scene(bed: np.ndarray, event: np.ndarray, gain_db: float, start_fraction: float,
+                 seconds: float) -> tuple[np.ndarray, float]:
+    """An event heard once over an ambience (`bed`, repeated to fill `seconds`), as in a field
+    recording. The event is trimmed of silence and cut to half the scene; `gain_db` is its level
+    relative to the loudness-matched bed. Returns the audio and where the event starts (s)."""
+    n = int(seconds * SAMPLE_RATE)
+    out = match_loudness(fit_length(bed, n, tile=True)).astype(np.float32)
+    sound = trim_silence(match_loudness(event))[: n // 2] * 10 ** (gain_db / 20)
+    start = int(start_fraction * (n - len(sound)))
+    out[start: start + len(sound)] += sound
+    return limit_peak(out), start / SAMPLE_RATE
