@@ -108,23 +108,6 @@ def test_mixture_captions_name_both_parts_and_background_only_when_quiet(classes
     assert not any(re.search(r"\bloud", t) for t in quiet)  # "aloud" is fine, "loud rain" would not be
 
 
-def test_instrument_captions_sometimes_name_only_the_family(classes):
-    rng = random.Random(2)
-    families = {"instrument_bassoon": "woodwind", "instrument_trombone": "brass", "instrument_cello": "bowed string",
-                "instrument_banjo": "plucked string"}
-    for name, family in families.items():
-        texts = [t for _ in range(10) for t in captions.single_captions(classes[name], 3.0, rng, {"length": "long"})]
-        by_family = [t for t in texts if f"{family} instrument" in t]
-        assert 0 < len(by_family) < len(texts), name
-        assert not any(name.removeprefix("instrument_") in t for t in by_family)
-    # the family names the source; another family is an invention, the right one is not
-    bassoon = "A woodwind instrument plays a long note softly."
-    assert evaluation.judge(bassoon, ["instrument_bassoon"], classes) == {"named": ["instrument_bassoon"],
-                                                                         "invented": []}
-    assert "brass instrument" in evaluation.judge(bassoon.replace("woodwind", "brass"), ["instrument_bassoon"],
-                                                  classes)["invented"]
-
-
 def test_judge_counts_named_and_invented_sources(classes):
     verdict = evaluation.judge("A woman speaks while a dog barks.", ["woman_speaking"], classes)
     assert verdict["named"] == ["woman_speaking"] and "dog" in verdict["invented"]

@@ -39,14 +39,14 @@ def expand_words(words: list[str], shared: dict[str, list[str]]) -> list[str]:
     return sorted(set(out))
 
 
-def instrument_class(folder: str, name: str, verb: str, family: str, music_words: list[str]) -> SoundClass:
+def instrument_class(folder: str, name: str, verb: str, music_words: list[str]) -> SoundClass:
     played = {"bows": "bowed", "plucks": "plucked", "blows": "played"}[verb]
     return SoundClass(
         f"instrument_{folder.replace(' ', '_')}", "music",
-        clauses=[f"a {name} plays", f"someone plays a {name}", f"a {name} is {played}", f"a {family} plays"],
-        gerunds=[f"a {name} playing", f"someone playing a {name}", f"a {family} playing"],
+        clauses=[f"a {name} plays", f"someone plays a {name}", f"a {name} is {played}"],
+        gerunds=[f"a {name} playing", f"someone playing a {name}"],
         nouns=[f"the sound of a {name}", f"a note on a {name}"],
-        words=sorted(set(music_words) | {name, *name.split()[-1:], family}),
+        words=sorted(set(music_words) | {name, *name.split()[-1:]}),
     )
 
 
@@ -63,14 +63,14 @@ def load_classes(recipes: Path = RECIPES) -> dict[str, SoundClass]:
     for name, entry in everyday["classes"].items():
         classes[name] = SoundClass(name, entry["category"], entry["clauses"], entry["gerunds"], entry["nouns"],
                                    expand_words(entry["words"], shared))
-    for folder, (name, verb, family) in everyday["instruments"].items():
-        cls = instrument_class(folder, name, verb, family, shared["music"])
+    for folder, (name, verb) in everyday["instruments"].items():
+        cls = instrument_class(folder, name, verb, shared["music"])
         classes[cls.name] = cls
     return classes
 
 
 def load_instruments(recipes: Path = RECIPES) -> dict[str, list[str]]:
-    """Philharmonia folder -> [name in captions, how it is played, family] (everyday_classes.yaml)."""
+    """Philharmonia folder -> [name in captions, how it is played] (everyday_classes.yaml)."""
     return yaml.safe_load((recipes / "everyday_classes.yaml").read_text(encoding="utf-8"))["instruments"]
 
 
@@ -114,17 +114,14 @@ def duration_phrases(seconds: float) -> list[str]:
 
 
 def instrument_clause(cls: SoundClass, detail: dict) -> list[str]:
-    """`a cello plays a long note softly`, from the Philharmonia labels of this very file; the
-    last clause names only the family (`a bowed string instrument plays a long note softly`)."""
+    """`a cello plays a long note softly`, from the Philharmonia labels of this very file."""
     name = cls.clauses[0].removeprefix("a ").removesuffix(" plays")
-    family = cls.clauses[-1].removeprefix("a ").removesuffix(" plays")
     length = detail.get("length", "")
     what = ("a short melodic phrase" if length == "phrase" else "a long note" if length in ("long", "very-long")
             else "a short note" if length in ("025", "05") else "a single note")
     how = {"pianissimo": " very softly", "piano": " softly", "forte": " loudly", "fortissimo": " very loudly"}
     manner = how.get(detail.get("dynamic", ""), "")
-    return [f"a {name} plays {what}{manner}", f"someone plays {what} on a {name}{manner}",
-            f"a {family} plays {what}{manner}"]
+    return [f"a {name} plays {what}{manner}", f"someone plays {what} on a {name}{manner}"]
 
 
 def single_captions(cls: SoundClass, seconds: float, rng: random.Random, detail: dict | None = None) -> list[str]:
