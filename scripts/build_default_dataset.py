@@ -98,6 +98,20 @@ def cap_per_class(clips: list, limit: int, rng: random.Random) -> list:
     return kept
 
 
+def items_by_class(items: list[Item], split: str | None = None) -> dict[str, list[Item]]:
+    """Items (of `split` only, if given) grouped by their first class, in input order."""
+    groups = defaultdict(list)
+    for item in items:
+        if split is None or item.split == split:
+            groups[item.classes[0]].append(item)
+    return groups
+
+
+def scene_split(index: int) -> str:
+    """Crowds and scenes: every VAL_SCENES_EVERY-th is kept for validation."""
+    return "val" if index % VAL_SCENES_EVERY == VAL_SCENES_EVERY - 1 else "train"
+
+
 def esc50_items(shared: Path, out: Path, seed: int, copy_audio: bool) -> list[Item]:
     """ESC-50 clips with 5 of the captions written for their class (held-out ones too, as references)."""
     written = cap.load_written_captions(RECIPES / "esc50_captions.csv")
@@ -143,9 +157,7 @@ def source_items(args, out: Path, classes: dict) -> list[Item]:
 def plan_mixtures(pool: list[Item], classes: dict, kind: str, count: int, rng: random.Random) -> list[tuple[Item, Item]]:
     """`count` distinct pairs of clips of two different classes, classes drawn uniformly. A
     background mixture pairs a speech clip with a clip of a BACKGROUNDS class."""
-    by_class = defaultdict(list)
-    for item in pool:
-        by_class[item.classes[0]].append(item)
+    by_class = items_by_class(pool)
     names = sorted(by_class)
     if kind == "background":
         firsts = [c for c in names if classes[c].category == "speech"]
@@ -224,8 +236,7 @@ def babble_items(singles: list[Item], classes: dict, args, out: Path) -> tuple[l
                                      seconds)
         path = out / "audio" / "train" / name
         mixing.write_flac(path, audio)
-        split = "val" if i % VAL_SCENES_EVERY == VAL_SCENES_EVERY - 1 else "train"
-        items.append(Item(name, split, "babble", ["crowd"], cap.single_captions(classes["crowd"], seconds, rng),
+        items.append(Item(name, scene_split(i), "babble", ["crowd"], cap.single_captions(classes["crowd"], seconds, rng),
                           [src for v in chosen for src in v.sources], path, seconds))
         mixes.append(mixing.Mixture(name, "babble", ";".join(v.file_name for v in chosen), ""))
     print(f"train babble mixtures: {len(items)}", flush=True)
@@ -235,10 +246,7 @@ def babble_items(singles: list[Item], classes: dict, args, out: Path) -> tuple[l
 def scene_items(pool: list[Item], classes: dict, args, out: Path) -> tuple[list[Item], list[mixing.Mixture]]:
     """Scenes: one event over an ambience of SCENE_BEDS heard throughout, 10-20 s like a field
     recording, captioned as two sources at once (the louder one first). Training only."""
-    by_class = defaultdict(list)
-    for item in pool:
-        if item.split == "train":
-            by_class[item.classes[0]].append(item)
+    by_class = items_by_class(pool, "train")
     beds = [c for c in SCENE_BEDS if c in by_class]
     events = [c for c in sorted(by_class) if c not in SCENE_BEDS and not c.startswith("instrument_")]
     items, mixes = [], []
@@ -253,8 +261,7 @@ def scene_items(pool: list[Item], classes: dict, args, out: Path) -> tuple[list[
         path = out / "audio" / "train" / name
         mixing.write_flac(path, audio)
         mix.captions = cap.mixture_captions("overlay", classes[bed_class], classes[event_class], mix.gain_db, 0.0, rng)
-        split = "val" if i % VAL_SCENES_EVERY == VAL_SCENES_EVERY - 1 else "train"
-        items.append(Item(name, split, "scene", [bed_class, event_class], mix.captions, bed.sources + event.sources,
+        items.append(Item(name, scene_split(i), "scene", [bed_class, event_class], mix.captions, bed.sources + event.sources,
                           path, len(audio) / mixing.SAMPLE_RATE))
         mixes.append(mix)
     print(f"train scene mixtures: {len(items)}", flush=True)
@@ -266,10 +273,7 @@ def oversample(singles: list[Item], classes: dict, written: dict, args) -> list[
     150), so that every class has at least `min_train_per_class` training items: without them
     the decoder's prior favours the large classes. A copy is a link to the same audio (the same
     cached features) with 5 other captions of its class."""
-    by_class = defaultdict(list)
-    for item in singles:
-        if item.split == "train":
-            by_class[item.classes[0]].append(item)
+    by_class = items_by_class(singles, "train")
     copies = []
     for cls in sorted(by_class):
         group = by_class[cls]
