@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,18 @@ def test_new_encoders_keep_the_interface_contract(name, tmp_path):
         np.testing.assert_allclose(got.numpy(), expected, atol=1e-4)
     sf.write(tmp_path / "empty.wav", np.zeros(0), rate)
     assert encoder.encode_file(tmp_path / "empty.wav").shape == (1, encoder.dim)
+
+
+@needs_wheel
+def test_clotho_tag_probe_scores_equal_tensorflows_and_name_the_clips():
+    """scripts/probe_clotho_tags.py reads YAMNet's AudioSet layer: its clip scores are TensorFlow's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from probe_clotho_tags import audioset_head, audioset_scores
+    waveforms = reference_waveforms()
+    scores = audioset_scores(list(waveforms.values()))
+    names = audioset_head()[2]
+    for row, name in zip(scores, waveforms):
+        np.testing.assert_allclose(row, REFERENCE[f"scores/{name}"].mean(0), rtol=0, atol=1e-3)
+        assert np.argmax(row) == np.argmax(REFERENCE[f"scores/{name}"].mean(0)), name
+    top = {name: names[int(np.argmax(row))] for row, name in zip(scores, waveforms)}
+    assert top["4-144468-A-27.flac"] == "Toothbrush" and top["4-165791-B-45.flac"] == "Rail transport"
