@@ -26,24 +26,26 @@ from evaluate_default_model import caption_pool, clotho_clips, human_leave_one_o
 
 from audiocap.audio import load_audio  # noqa: E402
 from audiocap.encoders.tf_checkpoint import read_tf_checkpoint  # noqa: E402
-from audiocap.encoders.yamnet import INSTALL_HINT, SAMPLE_RATE, installed_saved_model, yamnet  # noqa: E402
+from audiocap.encoders.yamnet import INSTALL_HINT, SAMPLE_RATE, TF_PREFIX, installed_saved_model, yamnet  # noqa: E402
 from audiocap.metrics.minilm_sim import load_minilm  # noqa: E402
 
-HEAD = "layer-1/layer/_func/_yamnet/layer_with_weights-54/{}/.ATTRIBUTES/VARIABLE_VALUE"  # the 521-class layer
+AUDIOSET_LAYER = 54  # YAMNet's 521-class layer in the SavedModel: the encoder reads the 54 before it
 
 
 def audioset_head() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """YAMNet's AudioSet layer (kernel (1024, 521), bias (521,)) and its 521 class names."""
     saved_model = installed_saved_model()
     variables = read_tf_checkpoint(saved_model / "variables" / "variables", INSTALL_HINT)
-    kernel, bias = (torch.tensor(np.asarray(variables[HEAD.format(k)], dtype=np.float32)) for k in ("kernel", "bias"))
+    kernel, bias = (torch.tensor(np.asarray(variables[TF_PREFIX.format(AUDIOSET_LAYER, k)], dtype=np.float32))
+                    for k in ("kernel", "bias"))
     with open(saved_model / "assets" / "yamnet_class_map.csv", newline="") as f:
         return kernel, bias, [row["display_name"] for row in csv.DictReader(f)]
 
 
-def audioset_scores(waveforms: list[np.ndarray]) -> np.ndarray:
-    """(clips, 521): YAMNet's AudioSet class scores of each 16 kHz waveform's patches, averaged."""
-    encoder, (kernel, bias, _) = yamnet().eval(), audioset_head()
+def audioset_scores(waveforms: list[np.ndarray], kernel: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
+    """(clips, 521): YAMNet's AudioSet class scores (`audioset_head`'s layer) of each 16 kHz waveform's
+    patches, averaged."""
+    encoder = yamnet().eval()
     rows = []
     with torch.no_grad():
         for waveform in waveforms:
@@ -68,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 
     clips = clotho_clips(args.shared, args.sources, args.mirrors, args.raw)
     references = [it.captions for it in clips]
-    class_scores = audioset_scores([load_audio(it.audio_path, SAMPLE_RATE) for it in clips])
-    names = audioset_head()[2]
+    kernel, bias, names = audioset_head()
+    class_scores = audioset_scores([load_audio(it.audio_path, SAMPLE_RATE) for it in clips], kernel, bias)
     sentence_model, pool = load_minilm(), caption_pool(args.shared)
     pool_vectors = embed(pool, sentence_model)
     fixed = [args.fixed_sentence] * len(clips)
